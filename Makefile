@@ -1,0 +1,36 @@
+# pg_jobs: PGXS build.  `make && make install`, then see README.md.
+EXTENSION   = pg_jobs
+EXTVERSION  = 0.1.0
+
+MODULE_big  = pg_jobs
+OBJS        = src/pg_jobs.o src/access.o src/lifecycle.o
+
+DATA_built  = $(EXTENSION)--$(EXTVERSION).sql
+EXTRA_CLEAN = $(EXTENSION)--$(EXTVERSION).sql
+
+# Every suite starts its own throw-away server with pg_jobs (and pg_cron)
+# preloaded, so `make installcheck` works on any machine (see README).
+REGRESS      = lifecycle tracking
+REGRESS_OPTS = --temp-config=test/pg_jobs.conf --temp-instance=./tmp_check \
+               --load-extension=pg_jobs
+
+ISOLATION      = finalize_race dedup_race
+ISOLATION_OPTS = --temp-config=test/pg_jobs.conf --temp-instance=./tmp_check_iso \
+                 --inputdir=test --outputdir=test/results \
+                 --load-extension=pg_jobs
+
+TAP_TESTS   = 1
+PROVE_TESTS = test/t/*.pl
+
+PG_CONFIG ?= pg_config
+PG_CPPFLAGS = -I$(srcdir)/src
+# -Wall is PostgreSQL's default; add -Wextra minus what PostgreSQL's own
+# headers trip over.
+PG_CFLAGS = -Wextra -Wno-unused-parameter -Wno-sign-compare \
+            -Wno-missing-field-initializers
+
+PGXS := $(shell $(PG_CONFIG) --pgxs)
+include $(PGXS)
+
+$(EXTENSION)--$(EXTVERSION).sql: $(EXTENSION).sql
+	cp $< $@

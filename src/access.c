@@ -1,0 +1,138 @@
+/*-------------------------------------------------------------------------
+ *
+ * access.c
+ *	  Who may see and change which job, and the locks that serialise
+ *	  reports on one job.
+ *
+ * Visibility (used by the row-level security policies of jobs.job):
+ * admins (superusers and members of jobs_admin) see every job; other roles
+ * see unowned jobs and jobs owned by a role they are a member of.  Acting
+ * for an owner (enqueueing in its name, reporting on its jobs) needs
+ * membership in that role or admin rights; unowned jobs belong to admins.
+ * Membership is PostgreSQL's own (is_member_of_role, cached per backend and
+ * invalidated on catalog changes), so GRANT/REVOKE take effect at once.
+ *
+ * Locking: lifecycle reports on one job take an advisory-method lock with
+ * locktag_field4 = PGJOBS_LOCK_JOB, which cannot collide with user advisory
+ * locks (they use 1 and 2).  It is held to the end of the transaction, so a
+ * second report waits until the first has committed and then, in a new
+ * statement, sees its outcome instead of failing on a moved tuple.
+ *
+ * IDENTIFICATION
+ *	  src/access.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "common/hashfn.h"
+#include "fmgr.h"
+#include "miscadmin.h"
+#include "storage/lock.h"
+#include "utils/acl.h"
+#include "utils/builtins.h"
+
+#include "pg_jobs.h"
+
+PG_FUNCTION_INFO_V1(pg_jobs_is_admin);
+PG_FUNCTION_INFO_V1(pg_jobs_visible);
+PG_FUNCTION_INFO_V1(pg_jobs_may_act_for);
+PG_FUNCTION_INFO_V1(pg_jobs_lock_job);
+
+/*
+ * PgJobsIsAdmin
+ *		True when roleid is a superuser or a member of jobs_admin.
+ */
+bool
+PgJobsIsAdmin(Oid roleid)
+{
+	Oid			admin;
+
+	if (superuser_arg(roleid))
+		return true;
+	admin = get_role_oid("jobs_admin", true);
+	return OidIsValid(admin) && is_member_of_role(roleid, admin);
+}
+
+/*
+ * PgJobsMayActFor
+ *		May roleid act for the role named owner (NULL = unowned)?
+ *
+ * A role that no longer exists can be acted for by admins only.
+ */
+bool
+PgJobsMayActFor(Oid roleid, const char *owner)
+{
+	Oid			ownerid;
+
+	if (PgJobsIsAdmin(roleid))
+		return true;
+	if (owner == NULL)
+		return false;
+	ownerid = get_role_oid(owner, true);
+	return OidIsValid(ownerid) && is_member_of_role(roleid, ownerid);
+}
+
+Datum
+pg_jobs_is_admin(PG_FUNCTION_ARGS)
+{
+	PG_RETURN_BOOL(PgJobsIsAdmin(GetUserId()));
+}
+
+Datum
+pg_jobs_visible(PG_FUNCTION_ARGS)
+{
+	if (PG_ARGISNULL(0))
+		PG_RETURN_BOOL(true);
+	PG_RETURN_BOOL(PgJobsMayActFor(GetUserId(),
+								   NameStr(*PG_GETARG_NAME(0))));
+}
+
+Datum
+pg_jobs_may_act_for(PG_FUNCTION_ARGS)
+{
+	PG_RETURN_BOOL(PgJobsMayActFor(GetUserId(),
+								   PG_ARGISNULL(0) ? NULL :
+								   NameStr(*PG_GETARG_NAME(0))));
+}
+
+/*
+ * PgJobsLockJob
+ *		Take the per-job report lock, held until the end of the transaction.
+ */
+void
+PgJobsLockJob(int64 job_id)
+{
+	LOCKTAG		tag;
+
+	SET_LOCKTAG_ADVISORY(tag, MyDatabaseId,
+						 (uint32) ((uint64) job_id >> 32),
+						 (uint32) job_id,
+						 PGJOBS_LOCK_JOB);
+	(void) LockAcquire(&tag, ExclusiveLock, false, false);
+}
+
+/*
+ * PgJobsLockTaskType
+ *		Serialise enqueues of one task type (for its max_pending limit).
+ *
+ * Keyed on a hash of the name; a collision only makes two types wait for
+ * each other, it cannot break the limit.
+ */
+void
+PgJobsLockTaskType(const char *task_type)
+{
+	LOCKTAG		tag;
+	uint32		h = hash_bytes((const unsigned char *) task_type,
+							   strlen(task_type));
+
+	SET_LOCKTAG_ADVISORY(tag, MyDatabaseId, h, 0, PGJOBS_LOCK_TYPE);
+	(void) LockAcquire(&tag, ExclusiveLock, false, false);
+}
+
+Datum
+pg_jobs_lock_job(PG_FUNCTION_ARGS)
+{
+	PgJobsLockJob(PG_GETARG_INT64(0));
+	PG_RETURN_VOID();
+}

@@ -1,0 +1,779 @@
+/*-------------------------------------------------------------------------
+ *
+ * lifecycle.c
+ *	  The triggers that enforce the job lifecycle for every client.
+ *
+ * jobs.job is partitioned by status: pending and started rows live in
+ * jobs.job_hot, finished rows in jobs.job_done (itself partitioned by day of
+ * completion).  Both triggers are defined on jobs.job and so are cloned to
+ * every partition.
+ *
+ * BEFORE INSERT (a new job):
+ *	- must be pending; the task type must be registered (22023) and tracked
+ *	  (an untracked type is ignored: the row is silently skipped);
+ *	- the caller must be allowed to act for the owner (42501);
+ *	- fills queue, priority and max_attempts from the task type, generates a
+ *	  task id when none is given, stamps date_created and run_at, and resets
+ *	  every column the lifecycle owns;
+ *	- enforces the type's max_pending (53000) under a per-type lock, so that
+ *	  concurrent enqueues can never exceed it;
+ *	- rejects a caller-chosen task id that a finished job already has (23505;
+ *	  in-flight duplicates hit the unique index of job_hot).
+ *
+ * BEFORE UPDATE (a report):
+ *	- allowed transitions: pending->started, pending->revoked,
+ *	  pending->failure, started->success, started->failure,
+ *	  started->revoked, started->pending; anything else raises PT409 naming
+ *	  both states;
+ *	- failure->success is skipped silently: the failure path owns failures;
+ *	- finished rows are immutable except for "acknowledged";
+ *	- id, task_id, task_type and date_created never change;
+ *	- stamps date_started and date_done, counts attempts, and records a
+ *	  success whose result has "duplicate_of" as a failure.
+ *
+ * A transition to a finished state moves the row from job_hot to job_done,
+ * which PostgreSQL carries out as a delete plus an insert that fires the
+ * BEFORE INSERT trigger of the destination.  The update trigger remembers
+ * the job it is moving (backend-local, for the current command only) so
+ * that the insert trigger lets exactly that row through unchanged.
+ *
+ * Lookups in the registry run as the owner of the table, so that they do
+ * not depend on the caller's privileges and see every pending row when
+ * counting for max_pending.
+ *
+ * IDENTIFICATION
+ *	  src/lifecycle.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/htup_details.h"
+#include "access/xact.h"
+#include "catalog/pg_enum.h"
+#include "catalog/pg_type.h"
+#include "commands/trigger.h"
+#include "executor/spi.h"
+#include "fmgr.h"
+#include "miscadmin.h"
+#include "storage/proc.h"
+#include "utils/builtins.h"
+#include "utils/datum.h"
+#include "utils/jsonb.h"
+#include "utils/lsyscache.h"
+#include "utils/rel.h"
+#include "utils/syscache.h"
+#include "utils/timestamp.h"
+
+#include "pg_jobs.h"
+
+PG_FUNCTION_INFO_V1(pg_jobs_job_before_insert);
+PG_FUNCTION_INFO_V1(pg_jobs_job_before_update);
+
+static const char *const status_names[JOB_NSTATUS] = {
+	"pending", "started", "success", "failure", "revoked"
+};
+
+/* allowed[from][to]; same-state updates of in-flight rows are allowed */
+static const bool allowed[JOB_NSTATUS][JOB_NSTATUS] = {
+	/* to: pending started success failure revoked */
+	/* pending */ {true, true, false, true, true},
+	/* started */ {true, true, true, true, true},
+	/* success */ {false, false, false, false, false},
+	/* failure */ {false, false, false, false, false},
+	/* revoked */ {false, false, false, false, false},
+};
+
+/* Column numbers of jobs.job in one relation (a partition) */
+typedef struct JobAttrs
+{
+	Oid			relid;
+	int			id;
+	int			task_id;
+	int			task_type;
+	int			queue;
+	int			status;
+	int			trigger_source;
+	int			owner;
+	int			input;
+	int			result;
+	int			priority;
+	int			run_at;
+	int			attempts;
+	int			max_attempts;
+	int			date_created;
+	int			date_started;
+	int			date_done;
+	int			acknowledged;
+	int			worker;
+	int			lease_until;
+} JobAttrs;
+
+#define ATTR_CACHE_SIZE 8
+static JobAttrs attr_cache[ATTR_CACHE_SIZE];
+static int	attr_cache_next = 0;
+
+/* enum OIDs of jobs.status, looked up once per backend */
+static Oid	status_typid = InvalidOid;
+static Oid	status_oids[JOB_NSTATUS];
+
+/* the row the update trigger is moving into job_done */
+static int64 moving_job_id = -1;
+static LocalTransactionId moving_lxid = InvalidLocalTransactionId;
+static CommandId moving_cid = InvalidCommandId;
+
+/* cached plans */
+static SPIPlanPtr type_plan = NULL;
+static SPIPlanPtr source_plan = NULL;
+static SPIPlanPtr pending_plan = NULL;
+static SPIPlanPtr done_task_id_plan = NULL;
+
+const char *
+JobStatusName(JobStatus s)
+{
+	Assert(s >= 0 && s < JOB_NSTATUS);
+	return status_names[s];
+}
+
+static int
+attnum_of(TupleDesc tupdesc, const char *name)
+{
+	int			attnum = SPI_fnumber(tupdesc, name);
+
+	if (attnum <= 0)
+		elog(ERROR, "pg_jobs: column \"%s\" of jobs.job not found", name);
+	return attnum;
+}
+
+/*
+ * job_attrs
+ *		Column numbers of the jobs.job columns in rel (cached per relation).
+ */
+static const JobAttrs *
+job_attrs(Relation rel)
+{
+	Oid			relid = RelationGetRelid(rel);
+	TupleDesc	td = RelationGetDescr(rel);
+	JobAttrs   *a;
+
+	for (int i = 0; i < ATTR_CACHE_SIZE; i++)
+		if (attr_cache[i].relid == relid)
+			return &attr_cache[i];
+
+	a = &attr_cache[attr_cache_next];
+	attr_cache_next = (attr_cache_next + 1) % ATTR_CACHE_SIZE;
+	a->relid = InvalidOid;		/* in case of error below */
+	a->id = attnum_of(td, "id");
+	a->task_id = attnum_of(td, "task_id");
+	a->task_type = attnum_of(td, "task_type");
+	a->queue = attnum_of(td, "queue");
+	a->status = attnum_of(td, "status");
+	a->trigger_source = attnum_of(td, "trigger_source");
+	a->owner = attnum_of(td, "owner");
+	a->input = attnum_of(td, "input");
+	a->result = attnum_of(td, "result");
+	a->priority = attnum_of(td, "priority");
+	a->run_at = attnum_of(td, "run_at");
+	a->attempts = attnum_of(td, "attempts");
+	a->max_attempts = attnum_of(td, "max_attempts");
+	a->date_created = attnum_of(td, "date_created");
+	a->date_started = attnum_of(td, "date_started");
+	a->date_done = attnum_of(td, "date_done");
+	a->acknowledged = attnum_of(td, "acknowledged");
+	a->worker = attnum_of(td, "worker");
+	a->lease_until = attnum_of(td, "lease_until");
+	a->relid = relid;
+	return a;
+}
+
+/*
+ * status_of
+ *		Map a jobs.status datum (an enum OID) to JobStatus.
+ */
+static JobStatus
+status_of(Oid typid, Datum d)
+{
+	Oid			v = DatumGetObjectId(d);
+
+	if (status_typid != typid)
+	{
+		for (int i = 0; i < JOB_NSTATUS; i++)
+		{
+			status_oids[i] = GetSysCacheOid2(ENUMTYPOIDNAME, Anum_pg_enum_oid,
+											 ObjectIdGetDatum(typid),
+											 CStringGetDatum(status_names[i]));
+			if (!OidIsValid(status_oids[i]))
+				elog(ERROR, "pg_jobs: status \"%s\" missing from jobs.status",
+					 status_names[i]);
+		}
+		status_typid = typid;
+	}
+	for (int i = 0; i < JOB_NSTATUS; i++)
+		if (status_oids[i] == v)
+			return (JobStatus) i;
+	elog(ERROR, "pg_jobs: unknown jobs.status value %u", v);
+	return JOB_PENDING;			/* keep compiler quiet */
+}
+
+static void
+check_trigger(FunctionCallInfo fcinfo, const char *name, bool insert)
+{
+	TriggerData *td = (TriggerData *) fcinfo->context;
+
+	if (!CALLED_AS_TRIGGER(fcinfo))
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("%s must be called as a trigger", name)));
+	if (!TRIGGER_FIRED_BEFORE(td->tg_event) ||
+		!TRIGGER_FIRED_FOR_ROW(td->tg_event) ||
+		(insert ? !TRIGGER_FIRED_BY_INSERT(td->tg_event) :
+		 !TRIGGER_FIRED_BY_UPDATE(td->tg_event)))
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("%s must be fired BEFORE %s FOR EACH ROW", name,
+						insert ? "INSERT" : "UPDATE")));
+}
+
+static char *
+text_attr(HeapTuple tup, TupleDesc td, int attnum)
+{
+	bool		isnull;
+	Datum		d = heap_getattr(tup, attnum, td, &isnull);
+
+	return isnull ? NULL : TextDatumGetCString(d);
+}
+
+/*
+ * prepare_plan
+ *		Prepare and keep a plan in *plan unless it is already there.
+ */
+static SPIPlanPtr
+prepare_plan(SPIPlanPtr *plan, const char *sql, int nargs, Oid *argtypes)
+{
+	if (*plan == NULL)
+	{
+		SPIPlanPtr	p = SPI_prepare(sql, nargs, argtypes);
+
+		if (p == NULL)
+			elog(ERROR, "pg_jobs: SPI_prepare failed: %s",
+				 SPI_result_code_string(SPI_result));
+		if (SPI_keepplan(p) != 0)
+			elog(ERROR, "pg_jobs: SPI_keepplan failed");
+		*plan = p;
+	}
+	return *plan;
+}
+
+/*
+ * generate_task_id
+ *		A random (version 4) UUID in text form.
+ */
+static Datum
+generate_task_id(void)
+{
+	unsigned char u[16];
+	char		buf[37];
+	static const char hex[] = "0123456789abcdef";
+	int			p = 0;
+
+	if (!pg_strong_random(u, sizeof(u)))
+		ereport(ERROR,
+				(errcode(ERRCODE_INTERNAL_ERROR),
+				 errmsg("could not generate a random task id")));
+	u[6] = (u[6] & 0x0f) | 0x40;
+	u[8] = (u[8] & 0x3f) | 0x80;
+	for (int i = 0; i < 16; i++)
+	{
+		if (i == 4 || i == 6 || i == 8 || i == 10)
+			buf[p++] = '-';
+		buf[p++] = hex[u[i] >> 4];
+		buf[p++] = hex[u[i] & 0x0f];
+	}
+	buf[p] = '\0';
+	return CStringGetTextDatum(buf);
+}
+
+/* what the insert trigger needs to know about a task type */
+typedef struct TaskTypeInfo
+{
+	bool		tracked;
+	Datum		queue;			/* text, copied into the caller's context */
+	int16		priority;
+	int32		max_attempts;
+	bool		has_max_pending;
+	int32		max_pending;
+} TaskTypeInfo;
+
+/*
+ * Run the registry lookups of one insert as the table owner.  Must be called
+ * inside SPI_connect/SPI_finish; returns results in the caller's memory
+ * context (upper executor context), not SPI's.
+ */
+static bool
+lookup_task_type(const char *task_type, TaskTypeInfo *info)
+{
+	Oid			argtypes[1] = {TEXTOID};
+	Datum		args[1];
+	bool		isnull;
+	int			ret;
+	HeapTuple	tup;
+	TupleDesc	td;
+
+	prepare_plan(&type_plan,
+				 "SELECT tracked, queue, priority, max_attempts, max_pending "
+				 "FROM jobs.task_type WHERE name OPERATOR(pg_catalog.=) $1",
+				 1, argtypes);
+	args[0] = CStringGetTextDatum(task_type);
+	ret = SPI_execute_plan(type_plan, args, NULL, true, 1);
+	if (ret != SPI_OK_SELECT)
+		elog(ERROR, "pg_jobs: task type lookup failed: %s",
+			 SPI_result_code_string(ret));
+	if (SPI_processed == 0)
+		return false;
+
+	tup = SPI_tuptable->vals[0];
+	td = SPI_tuptable->tupdesc;
+	info->tracked = DatumGetBool(heap_getattr(tup, 1, td, &isnull));
+	info->queue = SPI_datumTransfer(heap_getattr(tup, 2, td, &isnull),
+									false, -1);
+	info->priority = DatumGetInt16(heap_getattr(tup, 3, td, &isnull));
+	info->max_attempts = DatumGetInt32(heap_getattr(tup, 4, td, &isnull));
+	info->max_pending = DatumGetInt32(heap_getattr(tup, 5, td,
+												   &info->has_max_pending));
+	info->has_max_pending = !info->has_max_pending;
+	return true;
+}
+
+static bool
+trigger_source_exists(const char *source)
+{
+	Oid			argtypes[1] = {TEXTOID};
+	Datum		args[1];
+	int			ret;
+
+	prepare_plan(&source_plan,
+				 "SELECT 1 FROM jobs.trigger_source "
+				 "WHERE name OPERATOR(pg_catalog.=) $1",
+				 1, argtypes);
+	args[0] = CStringGetTextDatum(source);
+	ret = SPI_execute_plan(source_plan, args, NULL, true, 1);
+	if (ret != SPI_OK_SELECT)
+		elog(ERROR, "pg_jobs: trigger source lookup failed: %s",
+			 SPI_result_code_string(ret));
+	return SPI_processed > 0;
+}
+
+/* How many jobs of a type are pending, counting at most limit + 1 */
+static int64
+count_pending(const char *task_type, int32 limit)
+{
+	Oid			argtypes[2] = {TEXTOID, INT4OID};
+	Datum		args[2];
+	int			ret;
+
+	prepare_plan(&pending_plan,
+				 "SELECT 1 FROM jobs.job_hot "
+				 "WHERE task_type OPERATOR(pg_catalog.=) $1 "
+				 "AND status OPERATOR(pg_catalog.=) 'pending' LIMIT $2",
+				 2, argtypes);
+	args[0] = CStringGetTextDatum(task_type);
+	args[1] = Int32GetDatum(limit + 1);
+	/* not read-only: take a fresh snapshot after the type lock */
+	ret = SPI_execute_plan(pending_plan, args, NULL, false, 0);
+	if (ret != SPI_OK_SELECT)
+		elog(ERROR, "pg_jobs: pending count failed: %s",
+			 SPI_result_code_string(ret));
+	return (int64) SPI_processed;
+}
+
+static bool
+finished_task_id_exists(Datum task_id)
+{
+	Oid			argtypes[1] = {TEXTOID};
+	Datum		args[1];
+	int			ret;
+
+	prepare_plan(&done_task_id_plan,
+				 "SELECT 1 FROM jobs.job_done "
+				 "WHERE task_id OPERATOR(pg_catalog.=) $1 LIMIT 1",
+				 1, argtypes);
+	args[0] = task_id;
+	ret = SPI_execute_plan(done_task_id_plan, args, NULL, false, 1);
+	if (ret != SPI_OK_SELECT)
+		elog(ERROR, "pg_jobs: task id lookup failed: %s",
+			 SPI_result_code_string(ret));
+	return SPI_processed > 0;
+}
+
+/*
+ * pg_jobs_job_before_insert
+ *		BEFORE INSERT FOR EACH ROW trigger of jobs.job; see the file header.
+ */
+Datum
+pg_jobs_job_before_insert(PG_FUNCTION_ARGS)
+{
+	TriggerData *trigdata = (TriggerData *) fcinfo->context;
+	Relation	rel;
+	TupleDesc	tupdesc;
+	HeapTuple	tup;
+	const JobAttrs *a;
+	bool		isnull;
+	Datum		d;
+	JobStatus	status;
+	char	   *task_type;
+	char	   *source;
+	char	   *owner;
+	bool		own_task_id;
+	TaskTypeInfo info;
+	Oid			caller = GetUserId();
+	Oid			save_userid;
+	int			save_sec;
+	TimestampTz now;
+	int			cols[16];
+	Datum		vals[16];
+	bool		nulls[16];
+	int			n = 0;
+
+	check_trigger(fcinfo, "pg_jobs_job_before_insert", true);
+	rel = trigdata->tg_relation;
+	tupdesc = RelationGetDescr(rel);
+	tup = trigdata->tg_trigtuple;
+	a = job_attrs(rel);
+
+	/* A row moving from job_hot to job_done: let it through as it is. */
+	d = heap_getattr(tup, a->id, tupdesc, &isnull);
+	if (!isnull && DatumGetInt64(d) == moving_job_id &&
+		moving_lxid == MyProc->lxid &&
+		moving_cid == GetCurrentCommandId(false))
+	{
+		moving_job_id = -1;
+		return PointerGetDatum(tup);
+	}
+
+	d = heap_getattr(tup, a->status, tupdesc, &isnull);
+	status = isnull ? JOB_PENDING : status_of(TupleDescAttr(tupdesc, a->status - 1)->atttypid, d);
+	if (status != JOB_PENDING)
+		ereport(ERROR,
+				(errcode(ERRCODE_PGJOBS_CONFLICT),
+				 errmsg("a new job must be pending, not %s", JobStatusName(status)),
+				 errhint("Create the job pending, then report its progress with jobs.start(), jobs.succeed(), jobs.fail() or jobs.revoke().")));
+
+	task_type = text_attr(tup, tupdesc, a->task_type);
+	if (task_type == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("task type must not be null")));
+
+	source = text_attr(tup, tupdesc, a->trigger_source);
+	d = heap_getattr(tup, a->owner, tupdesc, &isnull);
+	owner = isnull ? NULL : pstrdup(NameStr(*DatumGetName(d)));
+
+	if (!PgJobsMayActFor(caller, owner))
+	{
+		if (owner == NULL)
+			ereport(ERROR,
+					(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+					 errmsg("permission denied to create an unowned job"),
+					 errhint("Only superusers and members of jobs_admin may create jobs without an owner.")));
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("permission denied to create a job owned by \"%s\"", owner),
+				 errhint("Create jobs in your own name, or in the name of a role you are a member of.")));
+	}
+
+	d = heap_getattr(tup, a->task_id, tupdesc, &isnull);
+	own_task_id = !isnull;
+	if (own_task_id && VARSIZE_ANY_EXHDR(DatumGetPointer(d)) == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("task id must not be empty"),
+				 errhint("Pass NULL to have one generated.")));
+
+	d = heap_getattr(tup, a->input, tupdesc, &isnull);
+	if (isnull)
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("job input must not be null"),
+				 errhint("Pass an empty object {} for a job without input.")));
+	if (!JB_ROOT_IS_OBJECT(DatumGetJsonbP(d)) ||
+		JB_ROOT_IS_SCALAR(DatumGetJsonbP(d)))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("job input must be a JSON object")));
+
+	/* Registry lookups run as the table's owner. */
+	GetUserIdAndSecContext(&save_userid, &save_sec);
+	SetUserIdAndSecContext(rel->rd_rel->relowner,
+						   save_sec | SECURITY_LOCAL_USERID_CHANGE |
+						   SECURITY_RESTRICTED_OPERATION);
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "pg_jobs: SPI_connect failed");
+
+	if (!lookup_task_type(task_type, &info))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("unknown task type \"%s\"", task_type),
+				 errhint("Register it with jobs.register_task_type().")));
+	if (!info.tracked)
+	{
+		/* untracked types are ignored: store nothing */
+		SPI_finish();
+		SetUserIdAndSecContext(save_userid, save_sec);
+		return PointerGetDatum(NULL);
+	}
+
+	if (source == NULL)
+		source = "manual";
+	else if (!trigger_source_exists(source))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("unknown trigger source \"%s\"", source),
+				 errhint("Known sources are listed in jobs.trigger_source; admins may add more.")));
+
+	if (info.has_max_pending)
+	{
+		PgJobsLockTaskType(task_type);
+		if (count_pending(task_type, info.max_pending) >= info.max_pending)
+			ereport(ERROR,
+					(errcode(ERRCODE_INSUFFICIENT_RESOURCES),
+					 errmsg("task type \"%s\" already has %d pending jobs", task_type, info.max_pending),
+					 errdetail("The task type allows at most %d pending jobs (max_pending).", info.max_pending),
+					 errhint("Retry later, when workers have caught up.")));
+	}
+
+	if (own_task_id)
+	{
+		d = heap_getattr(tup, a->task_id, tupdesc, &isnull);
+		if (finished_task_id_exists(d))
+			ereport(ERROR,
+					(errcode(ERRCODE_UNIQUE_VIOLATION),
+					 errmsg("task id \"%s\" already exists", TextDatumGetCString(d)),
+					 errdetail("A finished job has this task id.")));
+	}
+
+	SPI_finish();
+	SetUserIdAndSecContext(save_userid, save_sec);
+
+	/* Fill in what the lifecycle owns. */
+	now = GetCurrentTimestamp();
+	memset(nulls, false, sizeof(nulls));
+
+	if (!own_task_id)
+	{
+		cols[n] = a->task_id;
+		vals[n++] = generate_task_id();
+	}
+	cols[n] = a->status;
+	vals[n++] = ObjectIdGetDatum(status_oids[JOB_PENDING]);
+	cols[n] = a->trigger_source;
+	vals[n++] = CStringGetTextDatum(source);
+	cols[n] = a->queue;
+	vals[n++] = info.queue;
+
+	d = heap_getattr(tup, a->priority, tupdesc, &isnull);
+	if (isnull)
+	{
+		cols[n] = a->priority;
+		vals[n++] = Int16GetDatum(info.priority);
+	}
+	else if (DatumGetInt16(d) < 0 || DatumGetInt16(d) > 3)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("priority must be between 0 (urgent) and 3 (low), not %d",
+						DatumGetInt16(d))));
+
+	cols[n] = a->max_attempts;
+	vals[n++] = Int32GetDatum(info.max_attempts);
+	cols[n] = a->date_created;
+	vals[n++] = TimestampTzGetDatum(now);
+	(void) heap_getattr(tup, a->run_at, tupdesc, &isnull);
+	if (isnull)
+	{
+		cols[n] = a->run_at;
+		vals[n++] = TimestampTzGetDatum(now);
+	}
+	cols[n] = a->attempts;
+	vals[n++] = Int32GetDatum(0);
+	cols[n] = a->acknowledged;
+	vals[n++] = BoolGetDatum(false);
+	cols[n] = a->result;
+	nulls[n++] = true;
+	cols[n] = a->date_started;
+	nulls[n++] = true;
+	cols[n] = a->date_done;
+	nulls[n++] = true;
+	cols[n] = a->worker;
+	nulls[n++] = true;
+	cols[n] = a->lease_until;
+	nulls[n++] = true;
+	Assert(n <= lengthof(cols));
+
+	return PointerGetDatum(heap_modify_tuple_by_cols(tup, tupdesc, n, cols,
+													 vals, nulls));
+}
+
+/* do two versions of a column hold the same value? */
+static bool
+same_attr(HeapTuple oldtup, HeapTuple newtup, TupleDesc td, int attnum)
+{
+	Form_pg_attribute att = TupleDescAttr(td, attnum - 1);
+	bool		oldnull,
+				newnull;
+	Datum		o = heap_getattr(oldtup, attnum, td, &oldnull);
+	Datum		n = heap_getattr(newtup, attnum, td, &newnull);
+
+	if (oldnull || newnull)
+		return oldnull == newnull;
+	return datum_image_eq(o, n, att->attbyval, att->attlen);
+}
+
+static bool
+result_is_duplicate(HeapTuple tup, TupleDesc td, int attnum)
+{
+	bool		isnull;
+	Datum		d = heap_getattr(tup, attnum, td, &isnull);
+	Jsonb	   *jb;
+	JsonbValue	key;
+
+	if (isnull)
+		return false;
+	jb = DatumGetJsonbP(d);
+	if (!JB_ROOT_IS_OBJECT(jb) || JB_ROOT_IS_SCALAR(jb))
+		return false;
+	key.type = jbvString;
+	key.val.string.val = "duplicate_of";
+	key.val.string.len = strlen("duplicate_of");
+	return findJsonbValueFromContainer(&jb->root, JB_FOBJECT, &key) != NULL;
+}
+
+/*
+ * pg_jobs_job_before_update
+ *		BEFORE UPDATE FOR EACH ROW trigger of jobs.job; see the file header.
+ */
+Datum
+pg_jobs_job_before_update(PG_FUNCTION_ARGS)
+{
+	TriggerData *trigdata = (TriggerData *) fcinfo->context;
+	Relation	rel;
+	TupleDesc	tupdesc;
+	HeapTuple	oldtup;
+	HeapTuple	newtup;
+	const JobAttrs *a;
+	bool		isnull;
+	Oid			status_type;
+	JobStatus	from;
+	JobStatus	to;
+	char	   *task_id;
+	int			cols[8];
+	Datum		vals[8];
+	bool		nulls[8];
+	int			n = 0;
+
+	check_trigger(fcinfo, "pg_jobs_job_before_update", false);
+	rel = trigdata->tg_relation;
+	tupdesc = RelationGetDescr(rel);
+	oldtup = trigdata->tg_trigtuple;
+	newtup = trigdata->tg_newtuple;
+	a = job_attrs(rel);
+
+	status_type = TupleDescAttr(tupdesc, a->status - 1)->atttypid;
+	from = status_of(status_type, heap_getattr(oldtup, a->status, tupdesc, &isnull));
+	to = status_of(status_type, heap_getattr(newtup, a->status, tupdesc, &isnull));
+	task_id = text_attr(oldtup, tupdesc, a->task_id);
+
+	if (JobStatusIsTerminal(from))
+	{
+		if (from == JOB_FAILURE && to == JOB_SUCCESS)
+			return PointerGetDatum(NULL);	/* the failure path owns failures */
+
+		for (int attnum = 1; attnum <= tupdesc->natts; attnum++)
+		{
+			if (attnum == a->acknowledged ||
+				TupleDescAttr(tupdesc, attnum - 1)->attisdropped)
+				continue;
+			if (same_attr(oldtup, newtup, tupdesc, attnum))
+				continue;
+			if (from != to)
+				ereport(ERROR,
+						(errcode(ERRCODE_PGJOBS_CONFLICT),
+						 errmsg("task %s cannot go from %s to %s", task_id,
+								JobStatusName(from), JobStatusName(to)),
+						 errdetail("The job has already finished.")));
+			ereport(ERROR,
+					(errcode(ERRCODE_PGJOBS_CONFLICT),
+					 errmsg("task %s has finished and cannot be changed", task_id),
+					 errdetail("Column \"%s\" of a %s job is immutable; only \"acknowledged\" may change.",
+							   NameStr(TupleDescAttr(tupdesc, attnum - 1)->attname),
+							   JobStatusName(from))));
+		}
+		return PointerGetDatum(newtup);
+	}
+
+	if (!allowed[from][to])
+		ereport(ERROR,
+				(errcode(ERRCODE_PGJOBS_CONFLICT),
+				 errmsg("task %s cannot go from %s to %s", task_id,
+						JobStatusName(from), JobStatusName(to)),
+				 errhint("A job must be started before it can succeed.")));
+
+	if (!same_attr(oldtup, newtup, tupdesc, a->id) ||
+		!same_attr(oldtup, newtup, tupdesc, a->task_id) ||
+		!same_attr(oldtup, newtup, tupdesc, a->task_type) ||
+		!same_attr(oldtup, newtup, tupdesc, a->date_created))
+		ereport(ERROR,
+				(errcode(ERRCODE_PGJOBS_CONFLICT),
+				 errmsg("the id, task_id, task_type and date_created of task %s cannot be changed",
+						task_id)));
+
+	/* Columns the lifecycle owns: start from the old values. */
+	memset(nulls, false, sizeof(nulls));
+	cols[n] = a->date_started;
+	vals[n] = heap_getattr(oldtup, a->date_started, tupdesc, &nulls[n]);
+	n++;
+	cols[n] = a->date_done;
+	vals[n] = heap_getattr(oldtup, a->date_done, tupdesc, &nulls[n]);
+	n++;
+	cols[n] = a->attempts;
+	vals[n] = heap_getattr(oldtup, a->attempts, tupdesc, &nulls[n]);
+	n++;
+
+	if (from != to)
+	{
+		TimestampTz now = GetCurrentTimestamp();
+
+		if (to == JOB_STARTED)
+		{
+			/* pending -> started: one more attempt */
+			vals[0] = TimestampTzGetDatum(now);
+			nulls[0] = false;
+			vals[2] = Int32GetDatum(DatumGetInt32(vals[2]) + 1);
+		}
+		else if (to == JOB_PENDING)
+		{
+			/* started -> pending: a retry or a recovery; wait afresh */
+			nulls[0] = true;
+		}
+		else
+		{
+			/* finished */
+			vals[1] = TimestampTzGetDatum(now);
+			nulls[1] = false;
+			if (to == JOB_SUCCESS && result_is_duplicate(newtup, tupdesc, a->result))
+			{
+				cols[n] = a->status;
+				vals[n] = ObjectIdGetDatum(status_oids[JOB_FAILURE]);
+				nulls[n++] = false;
+			}
+			cols[n] = a->lease_until;
+			nulls[n++] = true;
+
+			/* the row moves to job_done: let its insert trigger pass it */
+			moving_job_id = DatumGetInt64(heap_getattr(oldtup, a->id, tupdesc, &isnull));
+			moving_lxid = MyProc->lxid;
+			moving_cid = GetCurrentCommandId(false);
+		}
+	}
+
+	return PointerGetDatum(heap_modify_tuple_by_cols(newtup, tupdesc, n, cols,
+													 vals, nulls));
+}
