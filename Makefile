@@ -11,13 +11,11 @@ EXTRA_CLEAN = $(EXTENSION)--$(EXTVERSION).sql
 # Every suite starts its own throw-away server with pg_jobs (and pg_cron)
 # preloaded, so `make installcheck` works on any machine (see README).
 REGRESS      = lifecycle tracking
-REGRESS_OPTS = --temp-config=test/pg_jobs.conf --temp-instance=./tmp_check \
-               --load-extension=pg_jobs
+REGRESS_OPTS = --temp-config=test/pg_jobs.conf --temp-instance=./tmp_check
 
-ISOLATION      = finalize_race dedup_race
+ISOLATION      = finalize_race enqueue_race
 ISOLATION_OPTS = --temp-config=test/pg_jobs.conf --temp-instance=./tmp_check_iso \
-                 --inputdir=test --outputdir=test/results \
-                 --load-extension=pg_jobs
+                 --inputdir=test --outputdir=test
 
 TAP_TESTS   = 1
 PROVE_TESTS = test/t/*.pl

@@ -466,7 +466,7 @@ DECLARE
     r   jobs.job;
 BEGIN
     IF p_task_id IS NULL OR p_task_id = '' THEN
-        RAISE EXCEPTION 'task_id must not be empty' USING ERRCODE = '22023';
+        RAISE EXCEPTION 'task id must not be empty' USING ERRCODE = '22023';
     END IF;
 
     SELECT j.id INTO jid FROM jobs.job j

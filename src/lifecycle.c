@@ -105,6 +105,7 @@ typedef struct JobAttrs
 	int			date_started;
 	int			date_done;
 	int			acknowledged;
+	int			dedup_key;
 	int			worker;
 	int			lease_until;
 } JobAttrs;
@@ -127,6 +128,7 @@ static SPIPlanPtr type_plan = NULL;
 static SPIPlanPtr source_plan = NULL;
 static SPIPlanPtr pending_plan = NULL;
 static SPIPlanPtr done_task_id_plan = NULL;
+static SPIPlanPtr dedup_plan = NULL;
 
 const char *
 JobStatusName(JobStatus s)
@@ -141,7 +143,10 @@ attnum_of(TupleDesc tupdesc, const char *name)
 	int			attnum = SPI_fnumber(tupdesc, name);
 
 	if (attnum <= 0)
-		elog(ERROR, "pg_jobs: column \"%s\" of jobs.job not found", name);
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("pg_jobs triggers may only be used on jobs.job"),
+				 errdetail("The table has no column \"%s\".", name)));
 	return attnum;
 }
 
@@ -180,6 +185,7 @@ job_attrs(Relation rel)
 	a->date_started = attnum_of(td, "date_started");
 	a->date_done = attnum_of(td, "date_done");
 	a->acknowledged = attnum_of(td, "acknowledged");
+	a->dedup_key = attnum_of(td, "dedup_key");
 	a->worker = attnum_of(td, "worker");
 	a->lease_until = attnum_of(td, "lease_until");
 	a->relid = relid;
@@ -406,6 +412,36 @@ finished_task_id_exists(Datum task_id)
 }
 
 /*
+ * The task id of the in-flight job of this type with this dedup key, or NULL.
+ * Only for a clear message: the unique index on job_hot is what makes the
+ * rule hold under concurrency.
+ */
+static char *
+inflight_duplicate(const char *task_type, Datum dedup_key)
+{
+	Oid			argtypes[2] = {TEXTOID, TEXTOID};
+	Datum		args[2];
+	int			ret;
+	char	   *found = NULL;
+
+	prepare_plan(&dedup_plan,
+				 "SELECT task_id FROM jobs.job_hot "
+				 "WHERE task_type OPERATOR(pg_catalog.=) $1 "
+				 "AND dedup_key OPERATOR(pg_catalog.=) $2",
+				 2, argtypes);
+	args[0] = CStringGetTextDatum(task_type);
+	args[1] = dedup_key;
+	ret = SPI_execute_plan(dedup_plan, args, NULL, false, 1);
+	if (ret != SPI_OK_SELECT)
+		elog(ERROR, "pg_jobs: dedup lookup failed: %s",
+			 SPI_result_code_string(ret));
+	/* allocated in SPI's context: valid until SPI_finish() */
+	if (SPI_processed > 0)
+		found = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+	return found;
+}
+
+/*
  * pg_jobs_job_before_insert
  *		BEFORE INSERT FOR EACH ROW trigger of jobs.job; see the file header.
  */
@@ -536,9 +572,25 @@ pg_jobs_job_before_insert(PG_FUNCTION_ARGS)
 		if (count_pending(task_type, info.max_pending) >= info.max_pending)
 			ereport(ERROR,
 					(errcode(ERRCODE_INSUFFICIENT_RESOURCES),
-					 errmsg("task type \"%s\" already has %d pending jobs", task_type, info.max_pending),
+					 errmsg_plural("task type \"%s\" already has %d pending job",
+									"task type \"%s\" already has %d pending jobs",
+									info.max_pending, task_type, info.max_pending),
 					 errdetail("The task type allows at most %d pending jobs (max_pending).", info.max_pending),
 					 errhint("Retry later, when workers have caught up.")));
+	}
+
+	d = heap_getattr(tup, a->dedup_key, tupdesc, &isnull);
+	if (!isnull)
+	{
+		char	   *existing = inflight_duplicate(task_type, d);
+
+		if (existing != NULL)
+			ereport(ERROR,
+					(errcode(ERRCODE_UNIQUE_VIOLATION),
+					 errmsg("task type \"%s\" already has an unfinished job with dedup key \"%s\"",
+							task_type, TextDatumGetCString(d)),
+					 errdetail("Task %s is pending or running.", existing),
+					 errhint("The key is free again once that job has finished.")));
 	}
 
 	if (own_task_id)

@@ -1,0 +1,65 @@
+-- The main job, shown on a throw-away cluster (run by test/demo).
+\set ON_ERROR_STOP on
+\pset footer off
+CREATE EXTENSION IF NOT EXISTS pg_cron;
+CREATE EXTENSION pg_jobs;
+
+\echo
+\echo '== the task type registry'
+\o /dev/null
+SELECT (jobs.register_task_type('consume_file', display_name => 'Consume File', max_attempts => 3)).name;
+SELECT (jobs.register_task_type('sanity_check', legacy_name => 'check_sanity', runnable => true,
+                                 run_input => '{"raise_on_error": false}', queue => 'maintenance')).name;
+SELECT (jobs.register_task_type('llm_index', display_name => 'LLM Index', legacy_name => 'llmindex_update')).name;
+SELECT (jobs.register_task_type('celery_heartbeat', tracked => false)).name;
+\o
+SELECT name, display_name, coalesce(legacy_name, name) AS v9_name, queue, priority, tracked
+FROM jobs.task_type ORDER BY name;
+
+\echo '== an application publishes jobs (what a Celery before_task_publish hook calls)'
+SELECT task_id, task_type, trigger_source, status
+FROM jobs.enqueue('consume_file', '{"filename": "invoice-2026-11.pdf"}', 'folder_consume', task_id => 'celery-1001')
+UNION ALL
+SELECT task_id, task_type, trigger_source, status
+FROM jobs.enqueue('consume_file', '{"filename": "scan-0042.pdf"}', 'email_consume', task_id => 'celery-1002')
+UNION ALL
+SELECT task_id, task_type, trigger_source, status
+FROM jobs.enqueue('consume_file', '{"filename": "scan-0042.pdf"}', 'web_ui', task_id => 'celery-1003')
+UNION ALL
+SELECT task_id, task_type, trigger_source, status
+FROM jobs.enqueue('sanity_check', '{"raise_on_error": false}', 'scheduled', task_id => 'celery-1004')
+UNION ALL
+SELECT task_id, task_type, trigger_source, status
+FROM jobs.enqueue('llm_index', task_id => 'celery-1005');
+SELECT jobs.enqueue('celery_heartbeat') IS NULL AS "untracked type ignored";
+
+\echo '== workers report progress (task_prerun, task_success, task_failure, revoke)'
+SELECT pg_sleep(0.2) \g /dev/null
+SELECT task_id, status, attempts FROM jobs.start('celery-1001');
+SELECT task_id, status, attempts FROM jobs.start('celery-1002');
+SELECT task_id, status, attempts FROM jobs.start('celery-1003');
+SELECT pg_sleep(0.3) \g /dev/null
+SELECT task_id, status, result FROM jobs.succeed('celery-1001', '{"document_id": 17}');
+SELECT task_id, status, result FROM jobs.succeed('celery-1002', '{"document_id": 18}');
+-- the same file again: a success that is a duplicate is recorded as a failure
+SELECT task_id, status, result FROM jobs.succeed('celery-1003', '{"duplicate_of": 18, "reason": "It is a duplicate of scan-0042.pdf"}');
+SELECT task_id, status FROM jobs.revoke('celery-1005');
+
+\echo '== the lifecycle is enforced for every client, plain UPDATEs included'
+\set ON_ERROR_STOP off
+UPDATE jobs.job SET status = 'pending' WHERE task_id = 'celery-1001';
+\set ON_ERROR_STOP on
+
+\echo '== the jobs table'
+SELECT id, task_id, tt.display_name AS type, ts.display_name AS source,
+       jobs.status_display(j.status) AS status, attempts,
+       round(jobs.wait_time_seconds(j)::numeric, 2) AS wait_s,
+       round(jobs.duration_seconds(j)::numeric, 2) AS run_s,
+       coalesce(result->>'document_id', result->>'duplicate_of', result->>'error_message') AS result
+FROM jobs.job j
+JOIN jobs.task_type tt ON tt.name = j.task_type
+JOIN jobs.trigger_source ts ON ts.name = j.trigger_source
+ORDER BY id;
+
+\echo '== where the rows live: the hot partition holds only unfinished jobs'
+SELECT tableoid::regclass AS partition, count(*) FROM jobs.job GROUP BY 1 ORDER BY 1;
