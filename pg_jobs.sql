@@ -551,6 +551,15 @@ GRANT EXECUTE ON FUNCTION
     jobs.revoke(text)
     TO PUBLIC;
 
+-- 8. Execution engine (workers, claiming, leases, cancel, health) -------
+
+
+-- 9. Monitoring API (v10 and v9 lists, summary, counts, run, acknowledge) --
+
+
+-- 10. Per-job logs ------------------------------------------------------
+
+
 -- User data: keep it in pg_dump output.
 SELECT pg_catalog.pg_extension_config_dump('jobs.task_type', '');
 SELECT pg_catalog.pg_extension_config_dump('jobs.trigger_source', '');

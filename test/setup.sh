@@ -28,6 +28,11 @@ if [ ${#missing[@]} -gt 0 ]; then
         "${missing[@]}" >/dev/null
 fi
 
+# One build+install+test at a time on this machine: parallel checkouts
+# (git worktrees) install into the same PostgreSQL directories.
+exec 9>/tmp/pg_jobs-install.lock
+flock 9
+
 echo "== building pg_jobs"
 make -C "$ROOT" -s PG_CONFIG="$PG_BIN/pg_config"
 $SUDO make -C "$ROOT" -s install PG_CONFIG="$PG_BIN/pg_config" >/dev/null
