@@ -3,14 +3,15 @@ EXTENSION   = pg_jobs
 EXTVERSION  = 0.1.0
 
 MODULE_big  = pg_jobs
-OBJS        = src/pg_jobs.o src/access.o src/lifecycle.o
+OBJS        = src/pg_jobs.o src/access.o src/lifecycle.o src/shmem.o \
+              src/launcher.o src/worker.o
 
 DATA_built  = $(EXTENSION)--$(EXTVERSION).sql
-EXTRA_CLEAN = $(EXTENSION)--$(EXTVERSION).sql
+EXTRA_CLEAN = $(EXTENSION)--$(EXTVERSION).sql src/errnames.h
 
 # Every suite starts its own throw-away server with pg_jobs (and pg_cron)
 # preloaded, so `make installcheck` works on any machine (see README).
-REGRESS      = lifecycle tracking
+REGRESS      = lifecycle tracking engine
 REGRESS_OPTS = --temp-config=test/pg_jobs.conf --temp-instance=./tmp_check
 
 ISOLATION      = finalize_race enqueue_race
@@ -31,3 +32,12 @@ include $(PGXS)
 
 $(EXTENSION)--$(EXTVERSION).sql: $(EXTENSION).sql
 	cp $< $@
+
+# Condition names ("division_by_zero") for SQLSTATEs, from PostgreSQL's own list.
+ERRCODES_TXT := $(shell $(PG_CONFIG) --sharedir)/errcodes.txt
+src/errnames.h: $(ERRCODES_TXT)
+	{ echo '/* generated from errcodes.txt by the Makefile */'; \
+	  echo 'static const struct { const char *sqlstate; const char *name; } pg_jobs_errnames[] = {'; \
+	  awk 'NF == 4 && $$2 ~ /^[EWS]$$/ { printf "\t{\"%s\", \"%s\"},\n", $$1, $$4 }' $<; \
+	  echo '};'; } > $@
+src/worker.o: src/errnames.h

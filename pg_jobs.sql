@@ -113,6 +113,7 @@ CREATE TABLE jobs.task_type (
     max_attempts    integer NOT NULL DEFAULT 1 CHECK (max_attempts >= 1),
     timeout         interval CHECK (timeout > interval '0'),
     max_pending     integer CHECK (max_pending >= 0),
+    run_as          name,
     created_at      timestamptz NOT NULL DEFAULT pg_catalog.now(),
     updated_at      timestamptz NOT NULL DEFAULT pg_catalog.now()
 );
@@ -157,7 +158,9 @@ CREATE TABLE jobs.job (
     progress_total  bigint,
     progress_message text,
     worker          text,
-    lease_until     timestamptz
+    lease           interval,
+    lease_until     timestamptz,
+    last_error      jsonb
 ) PARTITION BY LIST (status);
 
 COMMENT ON TABLE jobs.job IS
@@ -166,6 +169,9 @@ COMMENT ON COLUMN jobs.job.task_id IS 'External id (e.g. a Celery task UUID); ge
 COMMENT ON COLUMN jobs.job.owner IS 'Role the job belongs to; NULL = unowned (visible to everyone).';
 COMMENT ON COLUMN jobs.job.attempts IS 'How many times the job has been started.';
 COMMENT ON COLUMN jobs.job.run_at IS 'Earliest time the job may start.';
+COMMENT ON COLUMN jobs.job.worker IS 'Who runs the started job: a pg_jobs worker identity, or the name an external claimer gave.';
+COMMENT ON COLUMN jobs.job.lease_until IS 'An external claim expires then unless renewed by jobs.heartbeat().';
+COMMENT ON COLUMN jobs.job.last_error IS 'The error of the last failed attempt of a job that was retried.';
 
 CREATE TABLE jobs.job_hot PARTITION OF jobs.job
     FOR VALUES IN ('pending', 'started')
@@ -175,8 +181,10 @@ COMMENT ON TABLE jobs.job_hot IS 'Partition of jobs.job holding the pending and 
 CREATE UNIQUE INDEX job_hot_id ON jobs.job_hot (id);
 CREATE UNIQUE INDEX job_hot_task_id ON jobs.job_hot (task_id);
 CREATE UNIQUE INDEX job_hot_dedup ON jobs.job_hot (task_type, dedup_key);
-CREATE INDEX job_hot_claim ON jobs.job_hot (queue, priority, run_at, id)
-    WHERE status = 'pending';
+-- in-database workers take the next job of any queue; external claimers one queue
+CREATE INDEX job_hot_next ON jobs.job_hot (priority, id) WHERE status = 'pending';
+CREATE INDEX job_hot_claim ON jobs.job_hot (queue, priority, id) WHERE status = 'pending';
+CREATE INDEX job_hot_started ON jobs.job_hot (lease_until) WHERE status = 'started';
 CREATE INDEX job_hot_type_pending ON jobs.job_hot (task_type)
     WHERE status = 'pending';
 
@@ -302,7 +310,8 @@ GRANT INSERT, UPDATE, DELETE ON jobs.trigger_source, jobs.task_type TO jobs_admi
 GRANT SELECT ON jobs.job TO PUBLIC;
 GRANT INSERT (task_id, task_type, trigger_source, owner, input, priority, run_at,
               dedup_key, depends_on, parent_id) ON jobs.job TO PUBLIC;
-GRANT UPDATE (status, result, progress_done, progress_total, progress_message)
+GRANT UPDATE (status, result, progress_done, progress_total, progress_message,
+              worker, lease, lease_until)
     ON jobs.job TO PUBLIC;
 GRANT USAGE ON SEQUENCE jobs.job_id_seq TO PUBLIC;
 -- Acknowledging (UPDATE of acknowledged) is the "change permission"; admins
@@ -327,7 +336,8 @@ CREATE FUNCTION jobs.register_task_type(
     timeout interval DEFAULT NULL,
     max_pending integer DEFAULT NULL,
     display_name text DEFAULT NULL,
-    run_input jsonb DEFAULT '{}')
+    run_input jsonb DEFAULT '{}',
+    run_as name DEFAULT NULL)
     RETURNS jobs.task_type
     LANGUAGE plpgsql VOLATILE
     SET search_path = pg_catalog, pg_temp
@@ -359,10 +369,25 @@ BEGIN
     IF queue IS NULL OR queue = '' THEN
         RAISE EXCEPTION 'queue must not be empty' USING ERRCODE = '22023';
     END IF;
+    IF handler IS NOT NULL AND NOT EXISTS (
+            SELECT 1 FROM pg_catalog.pg_proc p
+            WHERE p.oid OPERATOR(pg_catalog.=) handler
+              AND p.pronargs OPERATOR(pg_catalog.=) 1
+              AND p.proargtypes[0] OPERATOR(pg_catalog.=) 'jobs.job'::pg_catalog.regtype
+              AND p.prorettype OPERATOR(pg_catalog.=) 'pg_catalog.jsonb'::pg_catalog.regtype
+              AND p.prokind OPERATOR(pg_catalog.=) 'f' AND NOT p.proretset) THEN
+        RAISE EXCEPTION 'handler % must be a function (job jobs.job) RETURNS jsonb', handler
+            USING ERRCODE = '22023',
+                  HINT = 'Declare it as CREATE FUNCTION f(job jobs.job) RETURNS jsonb.';
+    END IF;
+    IF run_as IS NOT NULL AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles ro
+                                          WHERE ro.rolname OPERATOR(pg_catalog.=) run_as) THEN
+        RAISE EXCEPTION 'run_as names no existing role: %', run_as USING ERRCODE = '22023';
+    END IF;
 
     INSERT INTO jobs.task_type AS t (name, display_name, legacy_name, run_input, handler,
                                      queue, tracked, runnable, priority, max_attempts,
-                                     timeout, max_pending)
+                                     timeout, max_pending, run_as)
     VALUES (register_task_type.name,
             coalesce(register_task_type.display_name,
                      pg_catalog.initcap(pg_catalog.replace(register_task_type.name, '_', ' '))),
@@ -372,7 +397,8 @@ BEGIN
             coalesce(register_task_type.tracked, true),
             coalesce(register_task_type.runnable, false),
             register_task_type.priority, register_task_type.max_attempts,
-            register_task_type.timeout, register_task_type.max_pending)
+            register_task_type.timeout, register_task_type.max_pending,
+            register_task_type.run_as)
     ON CONFLICT ON CONSTRAINT task_type_pkey DO UPDATE
         SET display_name = excluded.display_name,
             legacy_name = excluded.legacy_name,
@@ -385,14 +411,15 @@ BEGIN
             max_attempts = excluded.max_attempts,
             timeout = excluded.timeout,
             max_pending = excluded.max_pending,
+            run_as = excluded.run_as,
             updated_at = pg_catalog.now()
     RETURNING t.* INTO r;
     RETURN r;
 END
 $fn$;
 COMMENT ON FUNCTION jobs.register_task_type(text, regprocedure, text, text, boolean, boolean,
-    integer, integer, interval, integer, text, jsonb) IS
-    'Creates or replaces a task type (admins only). display_name defaults to the name in title case.';
+    integer, integer, interval, integer, text, jsonb, name) IS
+    'Creates or replaces a task type (admins only). display_name defaults to the name in title case; run_as is the role that runs handlers of unowned jobs.';
 
 CREATE FUNCTION jobs.enqueue(
     task_type text,
@@ -543,7 +570,7 @@ COMMENT ON FUNCTION jobs.revoke(text) IS 'Reports that a pending or started job 
 
 GRANT EXECUTE ON FUNCTION
     jobs.register_task_type(text, regprocedure, text, text, boolean, boolean, integer,
-                            integer, interval, integer, text, jsonb),
+                            integer, interval, integer, text, jsonb, name),
     jobs.enqueue(text, jsonb, text, name, integer, timestamptz, text, bigint[], bigint, text),
     jobs.enqueue_many(text, jsonb, text, name, integer, timestamptz),
     jobs._report(text, jobs.status, jsonb),
@@ -552,6 +579,266 @@ GRANT EXECUTE ON FUNCTION
     TO PUBLIC;
 
 -- 8. Execution engine (workers, claiming, leases, cancel, health) -------
+
+CREATE FUNCTION jobs._worker_slots(OUT slot integer, OUT pid integer, OUT state text,
+                                   OUT job_id bigint, OUT since timestamptz, OUT identity text)
+    RETURNS SETOF record
+    LANGUAGE c VOLATILE
+    AS 'MODULE_PATHNAME', 'pg_jobs_worker_slots';
+COMMENT ON FUNCTION jobs._worker_slots() IS
+    'The in-database workers as shared memory knows them (no rows unless pg_jobs is preloaded).';
+
+CREATE FUNCTION jobs._interrupt(job_id bigint) RETURNS boolean
+    LANGUAGE c VOLATILE STRICT
+    AS 'MODULE_PATHNAME', 'pg_jobs_interrupt';
+COMMENT ON FUNCTION jobs._interrupt(bigint) IS
+    'At commit, interrupts the in-database worker running the job (its handler''s work is rolled back).';
+
+/*
+ * Backoff before retry number attempts + 1: pg_jobs.retry_base_delay (1 s)
+ * doubled per attempt, capped at one hour, with +-25 % jitter so that the
+ * retries of a burst of failures spread out.
+ */
+CREATE FUNCTION jobs._retry_delay(attempts integer) RETURNS interval
+    LANGUAGE sql VOLATILE
+    SET search_path = pg_catalog, pg_temp
+    RETURN LEAST(coalesce(pg_catalog.current_setting('pg_jobs.retry_base_delay', true), '1s')::interval
+                 * pg_catalog.power(2, LEAST(GREATEST(attempts, 1) - 1, 30)),
+                 interval '1 hour')
+           * (0.75 + 0.5 * pg_catalog.random());
+COMMENT ON FUNCTION jobs._retry_delay(integer) IS
+    'Exponential backoff with jitter before the next attempt of a failed job.';
+
+/*
+ * Requeue (attempts left) or fail (none left) a started job whose runner is
+ * gone.  Called by the launcher; a no-op unless the job is still started by
+ * the same runner, so a late call changes nothing.
+ */
+CREATE FUNCTION jobs._reconcile(job_id bigint, runner text, error_type text, message text)
+    RETURNS jobs.status
+    LANGUAGE plpgsql VOLATILE
+    SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    st jobs.status;
+BEGIN
+    PERFORM jobs._lock_job(job_id);
+    UPDATE jobs.job j
+       SET status = CASE WHEN j.attempts < j.max_attempts THEN 'pending' ELSE 'failure' END::jobs.status,
+           run_at = CASE WHEN j.attempts < j.max_attempts
+                         THEN pg_catalog.now() + jobs._retry_delay(j.attempts) ELSE j.run_at END,
+           last_error = pg_catalog.jsonb_build_object('error_type', error_type,
+                                                      'error_message', message,
+                                                      'attempt', j.attempts),
+           result = CASE WHEN j.attempts < j.max_attempts THEN NULL
+                         ELSE pg_catalog.jsonb_build_object('error_type', error_type,
+                                                            'error_message', message,
+                                                            'traceback', NULL) END
+     WHERE j.id = _reconcile.job_id AND j.status = 'started'
+       AND j.worker IS NOT DISTINCT FROM runner
+    RETURNING j.status INTO st;
+    RETURN st;
+END
+$fn$;
+COMMENT ON FUNCTION jobs._reconcile(bigint, text, text, text) IS
+    'Requeues or fails a started job whose worker died or whose lease expired (launcher).';
+
+CREATE FUNCTION jobs.claim(queue text DEFAULT 'default', max_jobs integer DEFAULT 1,
+                           worker text DEFAULT NULL, lease interval DEFAULT '5 minutes')
+    RETURNS SETOF jobs.job
+    LANGUAGE plpgsql VOLATILE
+    SET search_path = pg_catalog, pg_temp
+AS $fn$
+BEGIN
+    IF queue IS NULL OR queue = '' THEN
+        RAISE EXCEPTION 'queue must not be empty' USING ERRCODE = '22023';
+    END IF;
+    IF max_jobs IS NULL OR max_jobs < 1 OR max_jobs > 10000 THEN
+        RAISE EXCEPTION 'max_jobs must be between 1 and 10000' USING ERRCODE = '22023';
+    END IF;
+    IF lease IS NULL OR lease <= interval '0' THEN
+        RAISE EXCEPTION 'lease must be a positive interval' USING ERRCODE = '22023';
+    END IF;
+    IF worker LIKE 'pg_jobs/%' THEN
+        RAISE EXCEPTION 'worker names starting with "pg_jobs/" are reserved for in-database workers'
+            USING ERRCODE = '22023';
+    END IF;
+
+    -- The candidates are chosen and locked once (a materialised CTE): a
+    -- LIMIT subquery joined to the UPDATE could be rescanned.
+    RETURN QUERY
+    WITH n AS MATERIALIZED (
+        SELECT c.id FROM jobs.job c
+         WHERE c.status = 'pending' AND c.queue = claim.queue
+           AND c.run_at <= pg_catalog.now()
+           AND NOT EXISTS (SELECT 1 FROM jobs.task_type t
+                            WHERE t.name = c.task_type AND t.handler IS NOT NULL)
+         ORDER BY c.priority, c.id
+         LIMIT max_jobs
+         FOR UPDATE OF c SKIP LOCKED)
+    UPDATE jobs.job j
+       SET status = 'started',
+           worker = coalesce(claim.worker, 'external'),
+           lease = claim.lease,
+           lease_until = pg_catalog.now() + claim.lease
+      FROM n
+     WHERE j.id = n.id AND j.status = 'pending'
+    RETURNING j.*;
+END
+$fn$;
+COMMENT ON FUNCTION jobs.claim(text, integer, text, interval) IS
+    'External workers: claims up to max_jobs due pending jobs of a queue (highest priority first, FIFO within a priority) under a lease; never hands one job to two claimers.';
+
+CREATE FUNCTION jobs.heartbeat(task_id text) RETURNS jobs.job
+    LANGUAGE plpgsql VOLATILE
+    SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    r jobs.job;
+BEGIN
+    UPDATE jobs.job j
+       SET lease_until = pg_catalog.now() + coalesce(j.lease, interval '5 minutes')
+     WHERE j.task_id = heartbeat.task_id AND j.status = 'started'
+    RETURNING j.* INTO r;
+    IF FOUND THEN
+        RETURN r;
+    END IF;
+    SELECT j.* INTO r FROM jobs.job j WHERE j.task_id = heartbeat.task_id;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'task % does not exist', task_id USING ERRCODE = 'PT404';
+    END IF;
+    RAISE EXCEPTION 'task % is % and holds no lease', task_id, r.status
+        USING ERRCODE = 'PT409',
+              HINT = 'Its lease may have expired and the job been requeued: stop working on it.';
+END
+$fn$;
+COMMENT ON FUNCTION jobs.heartbeat(text) IS
+    'Renews the lease of a claimed job by its lease length; PT409 when the job is no longer started.';
+
+CREATE FUNCTION jobs.progress(task_id text, done bigint, total bigint DEFAULT NULL,
+                              message text DEFAULT NULL) RETURNS jobs.job
+    LANGUAGE plpgsql VOLATILE
+    SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    r jobs.job;
+BEGIN
+    IF done IS NULL OR done < 0 OR (total IS NOT NULL AND (total < 0 OR done > total)) THEN
+        RAISE EXCEPTION 'progress must satisfy 0 <= done <= total' USING ERRCODE = '22023';
+    END IF;
+    UPDATE jobs.job j
+       SET progress_done = progress.done, progress_total = progress.total,
+           progress_message = progress.message
+     WHERE j.task_id = progress.task_id AND j.status IN ('pending', 'started')
+    RETURNING j.* INTO r;
+    IF FOUND THEN
+        RETURN r;
+    END IF;
+    SELECT j.* INTO r FROM jobs.job j WHERE j.task_id = progress.task_id;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'task % does not exist', task_id USING ERRCODE = 'PT404';
+    END IF;
+    RAISE EXCEPTION 'task % has finished; its progress cannot change', task_id USING ERRCODE = 'PT409';
+END
+$fn$;
+COMMENT ON FUNCTION jobs.progress(text, bigint, bigint, text) IS
+    'Records how far an unfinished job has got (from a handler or an external worker).';
+
+CREATE FUNCTION jobs.cancel(task_id text, force boolean DEFAULT false) RETURNS jobs.job
+    LANGUAGE plpgsql VOLATILE
+    SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    r    jobs.job;
+    seen jobs.status;
+BEGIN
+    IF task_id IS NULL OR task_id = '' THEN
+        RAISE EXCEPTION 'task id must not be empty' USING ERRCODE = '22023';
+    END IF;
+    SELECT j.* INTO r FROM jobs.job j WHERE j.task_id = cancel.task_id;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'task % does not exist', task_id
+            USING ERRCODE = 'PT404',
+                  HINT = 'The task id is unknown, or the job belongs to another role.';
+    END IF;
+    IF r.status IN ('pending', 'started') THEN
+        PERFORM jobs._lock_job(r.id);
+    END IF;
+    -- A claim does not take the report lock: if one moves the job on
+    -- between our read and our update, read again and decide again.
+    LOOP
+        SELECT j.* INTO r FROM jobs.job j WHERE j.id = r.id AND j.task_id = cancel.task_id;
+        IF r.status IN ('success', 'failure', 'revoked') THEN
+            RAISE EXCEPTION 'task % has already finished (%)', task_id, r.status
+                USING ERRCODE = 'PT410';
+        END IF;
+        IF r.status = 'started' AND NOT coalesce(force, false) THEN
+            RAISE EXCEPTION 'task % is running', task_id
+                USING ERRCODE = 'PT409',
+                      HINT = 'Pass force => true to interrupt it; its work is rolled back.';
+        END IF;
+        seen := r.status;
+        UPDATE jobs.job j
+           SET status = 'revoked',
+               result = pg_catalog.jsonb_build_object('reason', 'cancelled by ' || current_user)
+         WHERE j.id = r.id AND j.status = seen
+        RETURNING j.* INTO r;
+        EXIT WHEN FOUND;
+        SELECT j.* INTO r FROM jobs.job j WHERE j.task_id = cancel.task_id;
+        IF r.status = seen THEN
+            RAISE EXCEPTION 'permission denied to cancel task %', task_id
+                USING ERRCODE = '42501',
+                      HINT = 'Only admins and members of the owning role may cancel a job.';
+        END IF;
+    END LOOP;
+    IF r.worker LIKE 'pg_jobs/%' THEN
+        PERFORM jobs._interrupt(r.id);
+    END IF;
+    RETURN r;
+END
+$fn$;
+COMMENT ON FUNCTION jobs.cancel(text, boolean) IS
+    'Revokes a pending job; with force also a running one, interrupting its handler (work rolled back). PT409 running without force, PT410 finished, PT404 unknown.';
+
+CREATE FUNCTION jobs.health() RETURNS jsonb
+    LANGUAGE sql STABLE
+    SET search_path = pg_catalog, pg_temp
+BEGIN ATOMIC
+    SELECT pg_catalog.jsonb_build_object(
+        'workers', (SELECT coalesce(pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object(
+                        'slot', w.slot, 'pid', w.pid, 'state', w.state,
+                        'task_id', (SELECT j.task_id FROM jobs.job j
+                                    WHERE j.id = w.job_id AND j.status = 'started'),
+                        'since', w.since) ORDER BY w.slot), '[]')
+                    FROM jobs._worker_slots() w),
+        'queues', (SELECT coalesce(pg_catalog.jsonb_object_agg(q.queue, pg_catalog.jsonb_build_object(
+                        'pending', q.pending, 'started', q.started,
+                        'oldest_pending_seconds', q.oldest)), '{}')
+                   FROM (SELECT j.queue,
+                                count(*) FILTER (WHERE j.status = 'pending') AS pending,
+                                count(*) FILTER (WHERE j.status = 'started') AS started,
+                                pg_catalog.date_part('epoch', pg_catalog.now()
+                                    - min(j.date_created) FILTER (WHERE j.status = 'pending')) AS oldest
+                         FROM jobs.job j WHERE j.status IN ('pending', 'started')
+                         GROUP BY j.queue) q),
+        'pending', (SELECT count(*) FROM jobs.job j WHERE j.status = 'pending'),
+        'started', (SELECT count(*) FROM jobs.job j WHERE j.status = 'started'),
+        'oldest_pending_seconds', (SELECT pg_catalog.date_part('epoch', pg_catalog.now() - min(j.date_created))
+                                   FROM jobs.job j WHERE j.status = 'pending'),
+        'running', (SELECT coalesce(pg_catalog.jsonb_agg(j.task_id ORDER BY j.id), '[]')
+                    FROM jobs.job j WHERE j.status = 'started'));
+END;
+COMMENT ON FUNCTION jobs.health() IS
+    'Workers (pid, state, current task, since), pending/started counts per queue, oldest pending age, running task ids.';
+
+-- Only the launcher and workers (superuser) reconcile and compute backoff.
+REVOKE ALL ON FUNCTION jobs._retry_delay(integer), jobs._reconcile(bigint, text, text, text)
+    FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION
+    jobs._worker_slots(), jobs._interrupt(bigint),
+    jobs.claim(text, integer, text, interval), jobs.heartbeat(text),
+    jobs.progress(text, bigint, bigint, text), jobs.cancel(text, boolean), jobs.health()
+    TO PUBLIC;
 
 
 -- 9. Monitoring API (v10 and v9 lists, summary, counts, run, acknowledge) --

@@ -660,6 +660,7 @@ pg_jobs_job_before_insert(PG_FUNCTION_ARGS)
 	nulls[n++] = true;
 	Assert(n <= lengthof(cols));
 
+	PgJobsWakeWorkersAtCommit();
 	return PointerGetDatum(heap_modify_tuple_by_cols(tup, tupdesc, n, cols,
 													 vals, nulls));
 }
@@ -716,9 +717,9 @@ pg_jobs_job_before_update(PG_FUNCTION_ARGS)
 	JobStatus	from;
 	JobStatus	to;
 	char	   *task_id;
-	int			cols[8];
-	Datum		vals[8];
-	bool		nulls[8];
+	int			cols[10];
+	Datum		vals[10];
+	bool		nulls[10];
 	int			n = 0;
 
 	check_trigger(fcinfo, "pg_jobs_job_before_update", false);
@@ -804,6 +805,11 @@ pg_jobs_job_before_update(PG_FUNCTION_ARGS)
 		{
 			/* started -> pending: a retry or a recovery; wait afresh */
 			nulls[0] = true;
+			cols[n] = a->worker;
+			nulls[n++] = true;
+			cols[n] = a->lease_until;
+			nulls[n++] = true;
+			PgJobsWakeWorkersAtCommit();
 		}
 		else
 		{

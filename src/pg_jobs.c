@@ -3,9 +3,11 @@
  * pg_jobs.c
  *	  Module entry point of pg_jobs: background jobs inside PostgreSQL.
  *
- * _PG_init only reserves the "pg_jobs." GUC prefix; each component
- * registers its own settings.  The SQL API works whether or not the library
- * is in shared_preload_libraries.
+ * _PG_init defines the settings and, when the library is preloaded
+ * (shared_preload_libraries), requests the shared state and registers the
+ * launcher, which starts and supervises the workers.  Without preloading the
+ * SQL API (tracking, monitoring, external claiming) works, but nothing runs
+ * in-database handlers.
  *
  * IDENTIFICATION
  *	  src/pg_jobs.c
@@ -15,6 +17,9 @@
 #include "postgres.h"
 
 #include "fmgr.h"
+#include "miscadmin.h"
+#include "storage/ipc.h"
+#include "storage/shmem.h"
 #include "utils/guc.h"
 
 #include "pg_jobs.h"
@@ -23,8 +28,95 @@ PG_MODULE_MAGIC;
 
 void		_PG_init(void);
 
+char	   *pg_jobs_database = NULL;
+int			pg_jobs_workers = 2;
+int			pg_jobs_poll_interval = 1000;
+int			pg_jobs_shutdown_grace = 5000;
+int			pg_jobs_maintenance_interval = 1000;
+int			pg_jobs_retry_base_delay = 1000;
+
+static shmem_request_hook_type prev_shmem_request_hook = NULL;
+static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
+
+static void
+pg_jobs_shmem_request(void)
+{
+	if (prev_shmem_request_hook)
+		prev_shmem_request_hook();
+	RequestAddinShmemSpace(MAXALIGN(sizeof(PgJobsShared)));
+	RequestNamedLWLockTranche("pg_jobs", 1);
+}
+
+static void
+pg_jobs_shmem_startup(void)
+{
+	if (prev_shmem_startup_hook)
+		prev_shmem_startup_hook();
+	PgJobsShmemInit();
+}
+
 void
 _PG_init(void)
 {
+	DefineCustomStringVariable("pg_jobs.database",
+							   "Database whose jobs the pg_jobs workers run.",
+							   NULL,
+							   &pg_jobs_database,
+							   "postgres",
+							   PGC_POSTMASTER,
+							   0,
+							   NULL, NULL, NULL);
+	DefineCustomIntVariable("pg_jobs.workers",
+							"Number of background workers that run job handlers.",
+							"0 disables in-database execution.",
+							&pg_jobs_workers,
+							2, 0, PGJOBS_MAX_WORKERS,
+							PGC_SIGHUP,
+							0,
+							NULL, NULL, NULL);
+	DefineCustomIntVariable("pg_jobs.poll_interval",
+							"Longest time an idle worker sleeps before it looks for due jobs.",
+							"Workers are woken at once when a job is enqueued; the poll only catches jobs whose run_at arrives.",
+							&pg_jobs_poll_interval,
+							1000, 10, 3600 * 1000,
+							PGC_SIGHUP,
+							GUC_UNIT_MS,
+							NULL, NULL, NULL);
+	DefineCustomIntVariable("pg_jobs.shutdown_grace",
+							"How long a running handler may continue when the server shuts down.",
+							"After this the handler is interrupted and its job requeued.",
+							&pg_jobs_shutdown_grace,
+							5000, 0, 3600 * 1000,
+							PGC_SIGHUP,
+							GUC_UNIT_MS,
+							NULL, NULL, NULL);
+	DefineCustomIntVariable("pg_jobs.maintenance_interval",
+							"How often the launcher reconciles abandoned jobs and expired leases.",
+							NULL,
+							&pg_jobs_maintenance_interval,
+							1000, 10, 3600 * 1000,
+							PGC_SIGHUP,
+							GUC_UNIT_MS,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("pg_jobs.retry_base_delay",
+							"Delay before the first retry of a failed job; it doubles with each attempt.",
+							"Capped at one hour, with +-25% jitter.",
+							&pg_jobs_retry_base_delay,
+							1000, 1, 3600 * 1000,
+							PGC_SIGHUP,
+							GUC_UNIT_MS,
+							NULL, NULL, NULL);
+
 	MarkGUCPrefixReserved("pg_jobs");
+
+	if (!process_shared_preload_libraries_in_progress)
+		return;
+
+	prev_shmem_request_hook = shmem_request_hook;
+	shmem_request_hook = pg_jobs_shmem_request;
+	prev_shmem_startup_hook = shmem_startup_hook;
+	shmem_startup_hook = pg_jobs_shmem_startup;
+
+	PgJobsRegisterLauncher();
 }

@@ -13,6 +13,10 @@
 
 #include "postgres.h"
 
+#include "storage/latch.h"
+#include "storage/lwlock.h"
+#include "utils/timestamp.h"
+
 /* SQLSTATEs of our own; PostgREST maps PTxyz to HTTP status xyz. */
 #define ERRCODE_PGJOBS_NOT_FOUND	MAKE_SQLSTATE('P','T','4','0','4')
 #define ERRCODE_PGJOBS_CONFLICT		MAKE_SQLSTATE('P','T','4','0','9')
@@ -35,8 +39,65 @@ typedef enum JobStatus
 
 #define JobStatusIsTerminal(s)	((s) >= JOB_SUCCESS)
 
+/* identity prefix of in-database workers in jobs.job.worker */
+#define PGJOBS_WORKER_PREFIX		"pg_jobs/"
+
+/* pg_jobs.c: settings */
+extern char *pg_jobs_database;
+extern int	pg_jobs_workers;
+extern int	pg_jobs_poll_interval;
+extern int	pg_jobs_shutdown_grace;
+extern int	pg_jobs_maintenance_interval;
+extern int	pg_jobs_retry_base_delay;
+
 /* lifecycle.c */
 extern const char *JobStatusName(JobStatus s);
+
+/* shmem.c: shared state of the launcher and workers */
+#define PGJOBS_MAX_WORKERS			64
+
+typedef enum WorkerState
+{
+	WORKER_FREE = 0,			/* slot unused */
+	WORKER_IDLE,				/* waiting for work */
+	WORKER_CLAIMING,			/* looking for a job */
+	WORKER_RUNNING,				/* running a handler */
+	WORKER_STOPPING				/* finishing on shutdown */
+} WorkerState;
+
+typedef struct PgJobsWorkerSlot
+{
+	WorkerState state;
+	pid_t		pid;
+	uint32		generation;		/* bumped each time a worker takes the slot */
+	Latch	   *latch;
+	int64		job_id;			/* job being run, 0 if none */
+	TimestampTz since;			/* when the current state began */
+	int64		cancel_job_id;	/* a forced cancel asks to interrupt this job */
+} PgJobsWorkerSlot;
+
+typedef struct PgJobsShared
+{
+	uint64		boot_id;		/* random, new at every (re)initialisation */
+	pid_t		launcher_pid;
+	Latch	   *launcher_latch;
+	TimestampTz last_maintenance;
+	PgJobsWorkerSlot slots[PGJOBS_MAX_WORKERS];
+} PgJobsShared;
+
+extern PgJobsShared *PgJobsState;
+extern LWLock *PgJobsLock;
+
+extern void PgJobsShmemInit(void);
+extern void PgJobsWakeWorkersAtCommit(void);
+extern void PgJobsInterruptAtCommit(int64 job_id);
+extern char *PgJobsWorkerIdentity(int slot, uint32 generation);
+extern bool PgJobsWorkerIdentityAlive(const char *identity);
+
+/* launcher.c, worker.c */
+extern void PgJobsRegisterLauncher(void);
+extern PGDLLEXPORT void PgJobsLauncherMain(Datum main_arg);
+extern PGDLLEXPORT void PgJobsWorkerMain(Datum main_arg);
 
 /* access.c */
 extern bool PgJobsIsAdmin(Oid roleid);

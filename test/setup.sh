@@ -29,7 +29,9 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 # One build+install+test at a time on this machine: parallel checkouts
-# (git worktrees) install into the same PostgreSQL directories.
+# (git worktrees) install into the same PostgreSQL directories.  Servers
+# that outlive the script must be started with "9>&-" so that they do not
+# inherit (and hold) the lock.
 exec 9>/tmp/pg_jobs-install.lock
 flock 9
 

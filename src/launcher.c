@@ -1,0 +1,331 @@
+/*-------------------------------------------------------------------------
+ *
+ * launcher.c
+ *	  The pg_jobs launcher: starts and supervises the workers and does the
+ *	  periodic maintenance of the job table.
+ *
+ * One launcher per cluster, registered at startup when pg_jobs is preloaded,
+ * connected to pg_jobs.database.  Every pg_jobs.maintenance_interval (and
+ * whenever a worker it started exits) it:
+ *	- starts a dynamic background worker for every free worker slot below
+ *	  pg_jobs.workers (when max_worker_processes is exhausted it says so once
+ *	  and tries again later);
+ *	- reconciles jobs abandoned by in-database workers that no longer exist
+ *	  (see shmem.c for how a worker's liveness is decided) and jobs of
+ *	  external workers whose lease expired: each is requeued with backoff when
+ *	  it has attempts left and failed with the reason otherwise, through
+ *	  jobs._reconcile();
+ *	- once an hour, creates the history partitions ahead.
+ *
+ * The launcher holds no job state of its own: if it is terminated, the
+ * postmaster restarts it and it adopts the running workers from shared
+ * memory; running jobs are not touched.
+ *
+ * IDENTIFICATION
+ *	  src/launcher.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/xact.h"
+#include "catalog/pg_type.h"
+#include "commands/extension.h"
+#include "executor/spi.h"
+#include "fmgr.h"
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "postmaster/bgworker.h"
+#include "postmaster/interrupt.h"
+#include "storage/ipc.h"
+#include "storage/latch.h"
+#include "storage/proc.h"
+#include "tcop/tcopprot.h"
+#include "utils/builtins.h"
+#include "utils/memutils.h"
+#include "utils/snapmgr.h"
+#include "utils/timestamp.h"
+
+#include "pg_jobs.h"
+
+#define PARTITION_INTERVAL_MS	(3600 * 1000)
+
+static BackgroundWorkerHandle *handles[PGJOBS_MAX_WORKERS];
+static bool warned_no_slot = false;
+static bool warned_no_extension = false;
+
+/*
+ * PgJobsRegisterLauncher
+ *		Register the launcher; called from _PG_init while preloading.
+ */
+void
+PgJobsRegisterLauncher(void)
+{
+	BackgroundWorker bgw;
+
+	memset(&bgw, 0, sizeof(bgw));
+	bgw.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
+	bgw.bgw_start_time = BgWorkerStart_RecoveryFinished;
+	bgw.bgw_restart_time = 1;
+	snprintf(bgw.bgw_library_name, BGW_MAXLEN, "pg_jobs");
+	snprintf(bgw.bgw_function_name, BGW_MAXLEN, "PgJobsLauncherMain");
+	snprintf(bgw.bgw_name, BGW_MAXLEN, "pg_jobs launcher");
+	snprintf(bgw.bgw_type, BGW_MAXLEN, "pg_jobs launcher");
+	RegisterBackgroundWorker(&bgw);
+}
+
+/* Is the extension installed in our database?  Caller is in a transaction. */
+static bool
+extension_installed(void)
+{
+	return OidIsValid(get_extension_oid("pg_jobs", true));
+}
+
+/*
+ * start_workers
+ *		Start a worker for every free slot below pg_jobs.workers.
+ */
+static void
+start_workers(void)
+{
+	for (int i = 0; i < pg_jobs_workers; i++)
+	{
+		BackgroundWorker bgw;
+		pid_t		pid;
+		WorkerState state;
+
+		LWLockAcquire(PgJobsLock, LW_SHARED);
+		state = PgJobsState->slots[i].state;
+		LWLockRelease(PgJobsLock);
+		if (state != WORKER_FREE)
+			continue;			/* running, perhaps started by an earlier launcher */
+
+		if (handles[i] != NULL)
+		{
+			BgwHandleStatus st = GetBackgroundWorkerPid(handles[i], &pid);
+
+			if (st == BGWH_NOT_YET_STARTED || st == BGWH_STARTED)
+				continue;		/* starting up */
+			pfree(handles[i]);
+			handles[i] = NULL;
+		}
+
+		memset(&bgw, 0, sizeof(bgw));
+		bgw.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
+		bgw.bgw_start_time = BgWorkerStart_RecoveryFinished;
+		bgw.bgw_restart_time = BGW_NEVER_RESTART;
+		snprintf(bgw.bgw_library_name, BGW_MAXLEN, "pg_jobs");
+		snprintf(bgw.bgw_function_name, BGW_MAXLEN, "PgJobsWorkerMain");
+		snprintf(bgw.bgw_name, BGW_MAXLEN, "pg_jobs worker %d", i);
+		snprintf(bgw.bgw_type, BGW_MAXLEN, "pg_jobs worker");
+		bgw.bgw_main_arg = Int32GetDatum(i);
+		bgw.bgw_notify_pid = MyProcPid;
+
+		{
+			MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
+			bool		ok = RegisterDynamicBackgroundWorker(&bgw, &handles[i]);
+
+			MemoryContextSwitchTo(old);
+			if (!ok)
+			{
+				handles[i] = NULL;
+				if (!warned_no_slot)
+					ereport(LOG,
+							(errmsg("pg_jobs: no background worker slot is free to start worker %d", i),
+							 errdetail("Jobs wait until a slot is free; this is said once until a worker starts again."),
+							 errhint("Raise max_worker_processes (it must exceed pg_jobs.workers plus the other background workers).")));
+				warned_no_slot = true;
+				return;
+			}
+			warned_no_slot = false;
+		}
+	}
+}
+
+/*
+ * reconcile
+ *		Requeue or fail the jobs of dead workers and expired leases.
+ *		Caller is in a transaction with SPI connected and a snapshot pushed.
+ */
+static void
+reconcile(void)
+{
+	int			ret;
+	uint64		n;
+	SPITupleTable *tuptable;
+
+	ret = SPI_execute("SELECT id, worker, lease_until < pg_catalog.clock_timestamp() "
+					  "FROM jobs.job "
+					  "WHERE status OPERATOR(pg_catalog.=) 'started' "
+					  "AND (worker LIKE '" PGJOBS_WORKER_PREFIX "%' "
+					  "     OR lease_until < pg_catalog.clock_timestamp())",
+					  true, 0);
+	if (ret != SPI_OK_SELECT)
+		elog(ERROR, "pg_jobs: scanning started jobs failed: %s",
+			 SPI_result_code_string(ret));
+
+	n = SPI_processed;
+	tuptable = SPI_tuptable;
+	for (uint64 i = 0; i < n; i++)
+	{
+		HeapTuple	tup = tuptable->vals[i];
+		bool		isnull;
+		int64		id = DatumGetInt64(SPI_getbinval(tup, tuptable->tupdesc, 1, &isnull));
+		char	   *worker = SPI_getvalue(tup, tuptable->tupdesc, 2);
+		Datum		expired = SPI_getbinval(tup, tuptable->tupdesc, 3, &isnull);
+		const char *type;
+		char	   *message;
+		Oid			argtypes[4] = {INT8OID, TEXTOID, TEXTOID, TEXTOID};
+		Datum		args[4];
+		char		nulls[4] = {' ', ' ', ' ', ' '};
+
+		if (worker != NULL &&
+			strncmp(worker, PGJOBS_WORKER_PREFIX, strlen(PGJOBS_WORKER_PREFIX)) == 0)
+		{
+			if (PgJobsWorkerIdentityAlive(worker))
+				continue;
+			type = "WorkerLost";
+			message = psprintf("the pg_jobs worker running the job (%s) is gone: it was terminated, or the server crashed or stopped", worker);
+		}
+		else if (!isnull && DatumGetBool(expired))
+		{
+			type = "LeaseExpired";
+			message = psprintf("the lease of worker \"%s\" expired without a heartbeat",
+							   worker ? worker : "(unnamed)");
+		}
+		else
+			continue;
+
+		args[0] = Int64GetDatum(id);
+		args[1] = worker ? CStringGetTextDatum(worker) : (Datum) 0;
+		nulls[1] = worker ? ' ' : 'n';
+		args[2] = CStringGetTextDatum(type);
+		args[3] = CStringGetTextDatum(message);
+		ret = SPI_execute_with_args("SELECT jobs._reconcile($1, $2, $3, $4)",
+									4, argtypes, args, nulls, false, 0);
+		if (ret != SPI_OK_SELECT)
+			elog(ERROR, "pg_jobs: reconciling job %lld failed: %s",
+				 (long long) id, SPI_result_code_string(ret));
+		ereport(LOG,
+				(errmsg("pg_jobs: reconciled job %lld: %s", (long long) id, message)));
+	}
+}
+
+static void
+ensure_partitions(void)
+{
+	int			ret = SPI_execute("SELECT jobs.ensure_partitions()", false, 0);
+
+	if (ret != SPI_OK_SELECT)
+		elog(ERROR, "pg_jobs: ensure_partitions failed: %s",
+			 SPI_result_code_string(ret));
+}
+
+/*
+ * maintain
+ *		One round of the launcher's work, in one transaction.
+ */
+static void
+maintain_xact(bool *partitions_due)
+{
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	SPI_connect();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	pgstat_report_activity(STATE_RUNNING, "pg_jobs launcher: maintenance");
+
+	if (!extension_installed())
+	{
+		if (!warned_no_extension)
+			ereport(LOG,
+					(errmsg("pg_jobs: extension \"pg_jobs\" is not installed in database \"%s\"; no jobs will run",
+							pg_jobs_database),
+					 errhint("Run CREATE EXTENSION pg_jobs in that database, or set pg_jobs.database.")));
+		warned_no_extension = true;
+	}
+	else
+	{
+		warned_no_extension = false;
+		start_workers();
+		reconcile();
+		if (*partitions_due)
+		{
+			ensure_partitions();
+			*partitions_due = false;
+		}
+		PgJobsState->last_maintenance = GetCurrentTimestamp();
+	}
+
+	SPI_finish();
+	PopActiveSnapshot();
+	CommitTransactionCommand();
+	pgstat_report_stat(true);
+	pgstat_report_activity(STATE_IDLE, NULL);
+}
+
+/*
+ * maintain
+ *		maintain_xact(), with an error logged and the round abandoned
+ *		instead of ending the launcher.
+ */
+static void
+maintain(bool *partitions_due)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+
+	PG_TRY();
+	{
+		maintain_xact(partitions_due);
+	}
+	PG_CATCH();
+	{
+		MemoryContextSwitchTo(cxt);
+		EmitErrorReport();
+		FlushErrorState();
+		AbortCurrentTransaction();
+		pgstat_report_activity(STATE_IDLE, NULL);
+	}
+	PG_END_TRY();
+}
+
+void
+PgJobsLauncherMain(Datum main_arg)
+{
+	TimestampTz next_partitions = 0;
+
+	pqsignal(SIGHUP, SignalHandlerForConfigReload);
+	pqsignal(SIGTERM, die);
+	BackgroundWorkerUnblockSignals();
+
+	BackgroundWorkerInitializeConnection(pg_jobs_database, NULL, 0);
+	pgstat_report_appname("pg_jobs launcher");
+
+	LWLockAcquire(PgJobsLock, LW_EXCLUSIVE);
+	PgJobsState->launcher_pid = MyProcPid;
+	PgJobsState->launcher_latch = MyLatch;
+	LWLockRelease(PgJobsLock);
+
+	for (;;)
+	{
+		bool		partitions_due;
+
+		CHECK_FOR_INTERRUPTS();
+		if (ConfigReloadPending)
+		{
+			ConfigReloadPending = false;
+			ProcessConfigFile(PGC_SIGHUP);
+		}
+
+		partitions_due = GetCurrentTimestamp() >= next_partitions;
+		maintain(&partitions_due);
+		if (!partitions_due && next_partitions <= GetCurrentTimestamp())
+			next_partitions = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+														  PARTITION_INTERVAL_MS);
+
+		(void) WaitLatch(MyLatch,
+						 WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 pg_jobs_maintenance_interval,
+						 PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+	}
+}

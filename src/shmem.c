@@ -1,0 +1,331 @@
+/*-------------------------------------------------------------------------
+ *
+ * shmem.c
+ *	  Shared state of the pg_jobs launcher and workers, and the commit-time
+ *	  wakeups and interrupts that reach them.
+ *
+ * The state exists only when pg_jobs is in shared_preload_libraries; in a
+ * backend that loaded the library later PgJobsState is NULL and every
+ * function here quietly does nothing.
+ *
+ * Locking protocol:
+ *	- PgJobsLock (exclusive) is taken to change a slot's ownership (state
+ *	  FREE <-> anything else, pid, generation) and the launcher fields.
+ *	- A worker changes the other fields of its own slot (state among the
+ *	  non-FREE values, job_id, since) under PgJobsLock in exclusive mode too;
+ *	  the lock is held for a few instructions, a few times per job.
+ *	- cancel_job_id is written by any backend under PgJobsLock (exclusive)
+ *	  and read by the worker in its timer callback without the lock: a
+ *	  torn or stale read only delays the interrupt by one tick (an int64 read
+ *	  is atomic on every platform we build for).
+ *	- Wakeups read slot latches without the lock.  A latch pointer points
+ *	  into PGPROC, which outlives any worker, so setting a stale one is
+ *	  harmless; a worker resets its latch before it looks for work, so a
+ *	  wakeup sent after that is never lost.
+ *
+ * Identity: an in-database worker writes "pg_jobs/<boot>/<slot>/<generation>"
+ * into jobs.job.worker when it claims a job.  <boot> is drawn at random
+ * whenever shared memory is initialised, that is at server start and after
+ * every crash restart, and <generation> changes whenever a process takes the
+ * slot.  A started job whose identity does not match a live slot was
+ * therefore abandoned by a worker that no longer exists: the launcher decides
+ * that from shared memory, which the postmaster resets on a crash, never
+ * from a clock.
+ *
+ * Wakeups: the lifecycle triggers call PgJobsWakeWorkersAtCommit() when a
+ * transaction makes a job pending; a transaction callback sets the workers'
+ * latches after the commit has become visible.  No NOTIFY is involved, so
+ * enqueueing takes no cluster-wide lock at commit.
+ *
+ * IDENTIFICATION
+ *	  src/shmem.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include <signal.h>
+#include <unistd.h>
+
+#include "access/xact.h"
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
+#include "fmgr.h"
+#include "funcapi.h"
+#include "miscadmin.h"
+#include "nodes/pg_list.h"
+#include "storage/ipc.h"
+#include "storage/shmem.h"
+#include "utils/builtins.h"
+#include "utils/memutils.h"
+#include "utils/timestamp.h"
+
+#include "pg_jobs.h"
+
+PgJobsShared *PgJobsState = NULL;
+LWLock	   *PgJobsLock = NULL;
+
+static bool wake_at_commit = false;
+static List *interrupt_at_commit = NIL;	/* int64 job ids, TopTransactionContext */
+static bool xact_callback_registered = false;
+
+PG_FUNCTION_INFO_V1(pg_jobs_worker_slots);
+PG_FUNCTION_INFO_V1(pg_jobs_interrupt);
+
+/*
+ * PgJobsShmemInit
+ *		shmem_startup_hook work: create or attach the shared state.
+ */
+void
+PgJobsShmemInit(void)
+{
+	bool		found;
+
+	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
+	PgJobsState = ShmemInitStruct("pg_jobs", sizeof(PgJobsShared), &found);
+	PgJobsLock = &(GetNamedLWLockTranche("pg_jobs"))->lock;
+	if (!found)
+	{
+		memset(PgJobsState, 0, sizeof(PgJobsShared));
+		if (!pg_strong_random(&PgJobsState->boot_id, sizeof(PgJobsState->boot_id)))
+			PgJobsState->boot_id = (uint64) GetCurrentTimestamp() ^ (uint64) getpid();
+	}
+	LWLockRelease(AddinShmemInitLock);
+}
+
+static void
+pg_jobs_xact_callback(XactEvent event, void *arg)
+{
+	ListCell   *lc;
+
+	switch (event)
+	{
+		case XACT_EVENT_COMMIT:
+		case XACT_EVENT_PARALLEL_COMMIT:
+			if (PgJobsState != NULL && interrupt_at_commit != NIL)
+			{
+				LWLockAcquire(PgJobsLock, LW_EXCLUSIVE);
+				foreach(lc, interrupt_at_commit)
+				{
+					int64		job_id = *(int64 *) lfirst(lc);
+
+					for (int i = 0; i < PGJOBS_MAX_WORKERS; i++)
+					{
+						PgJobsWorkerSlot *slot = &PgJobsState->slots[i];
+
+						if (slot->state != WORKER_FREE && slot->job_id == job_id)
+						{
+							slot->cancel_job_id = job_id;
+							if (slot->latch)
+								SetLatch(slot->latch);
+						}
+					}
+				}
+				LWLockRelease(PgJobsLock);
+			}
+			if (PgJobsState != NULL && wake_at_commit)
+			{
+				for (int i = 0; i < PGJOBS_MAX_WORKERS; i++)
+				{
+					PgJobsWorkerSlot *slot = &PgJobsState->slots[i];
+					Latch	   *latch = slot->latch;
+
+					if (slot->state != WORKER_FREE && latch != NULL)
+						SetLatch(latch);
+				}
+			}
+			wake_at_commit = false;
+			interrupt_at_commit = NIL;
+			break;
+		case XACT_EVENT_ABORT:
+		case XACT_EVENT_PARALLEL_ABORT:
+			wake_at_commit = false;
+			interrupt_at_commit = NIL;
+			break;
+		default:
+			break;
+	}
+}
+
+static void
+register_xact_callback(void)
+{
+	if (!xact_callback_registered)
+	{
+		RegisterXactCallback(pg_jobs_xact_callback, NULL);
+		xact_callback_registered = true;
+	}
+}
+
+/*
+ * PgJobsWakeWorkersAtCommit
+ *		Wake the workers once the current transaction commits.
+ */
+void
+PgJobsWakeWorkersAtCommit(void)
+{
+	if (PgJobsState == NULL || wake_at_commit)
+		return;
+	register_xact_callback();
+	wake_at_commit = true;
+}
+
+/*
+ * PgJobsInterruptAtCommit
+ *		Once the current transaction commits, interrupt the worker running
+ *		job_id (if any); its handler's work is rolled back.
+ */
+void
+PgJobsInterruptAtCommit(int64 job_id)
+{
+	MemoryContext old;
+	int64	   *p;
+
+	if (PgJobsState == NULL)
+		return;
+	register_xact_callback();
+	old = MemoryContextSwitchTo(TopTransactionContext);
+	p = palloc(sizeof(int64));
+	*p = job_id;
+	interrupt_at_commit = lappend(interrupt_at_commit, p);
+	MemoryContextSwitchTo(old);
+}
+
+/*
+ * PgJobsWorkerIdentity
+ *		The string a worker in slot/generation writes into jobs.job.worker.
+ */
+char *
+PgJobsWorkerIdentity(int slot, uint32 generation)
+{
+	return psprintf(PGJOBS_WORKER_PREFIX "%016llx/%d/%u",
+					(unsigned long long) PgJobsState->boot_id, slot, generation);
+}
+
+/*
+ * PgJobsWorkerIdentityAlive
+ *		Is the worker named by identity still alive?
+ *
+ * False for any identity from an earlier boot or an earlier occupant of the
+ * slot, and for a slot that is free.  Caller must not hold PgJobsLock.
+ */
+bool
+PgJobsWorkerIdentityAlive(const char *identity)
+{
+	unsigned long long boot;
+	int			slotno;
+	unsigned int generation;
+	bool		alive = false;
+
+	if (PgJobsState == NULL ||
+		sscanf(identity, PGJOBS_WORKER_PREFIX "%llx/%d/%u", &boot, &slotno, &generation) != 3)
+		return false;
+	if (boot != (unsigned long long) PgJobsState->boot_id ||
+		slotno < 0 || slotno >= PGJOBS_MAX_WORKERS)
+		return false;
+
+	LWLockAcquire(PgJobsLock, LW_SHARED);
+	alive = PgJobsState->slots[slotno].state != WORKER_FREE &&
+		PgJobsState->slots[slotno].generation == generation;
+	LWLockRelease(PgJobsLock);
+	return alive;
+}
+
+static const char *
+state_name(WorkerState s)
+{
+	switch (s)
+	{
+		case WORKER_FREE:
+			return "free";
+		case WORKER_IDLE:
+			return "idle";
+		case WORKER_CLAIMING:
+			return "claiming";
+		case WORKER_RUNNING:
+			return "running";
+		case WORKER_STOPPING:
+			return "stopping";
+	}
+	return "unknown";
+}
+
+/*
+ * pg_jobs_worker_slots
+ *		SQL: jobs._workers() -> (slot, pid, state, job_id, since, identity)
+ *		for every occupied worker slot; no rows without shared state.
+ */
+Datum
+pg_jobs_worker_slots(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	PgJobsWorkerSlot copy[PGJOBS_MAX_WORKERS];
+
+	InitMaterializedSRF(fcinfo, 0);
+	if (PgJobsState == NULL)
+		return (Datum) 0;
+
+	LWLockAcquire(PgJobsLock, LW_SHARED);
+	memcpy(copy, PgJobsState->slots, sizeof(copy));
+	LWLockRelease(PgJobsLock);
+
+	for (int i = 0; i < PGJOBS_MAX_WORKERS; i++)
+	{
+		Datum		values[6];
+		bool		nulls[6] = {false};
+
+		if (copy[i].state == WORKER_FREE)
+			continue;
+		values[0] = Int32GetDatum(i);
+		values[1] = Int32GetDatum(copy[i].pid);
+		values[2] = CStringGetTextDatum(state_name(copy[i].state));
+		values[3] = Int64GetDatum(copy[i].job_id);
+		nulls[3] = copy[i].job_id == 0;
+		values[4] = TimestampTzGetDatum(copy[i].since);
+		nulls[4] = copy[i].since == 0;
+		values[5] = CStringGetTextDatum(PgJobsWorkerIdentity(i, copy[i].generation));
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+	}
+	return (Datum) 0;
+}
+
+/*
+ * pg_jobs_interrupt
+ *		SQL: jobs._interrupt(job_id) -- once the calling transaction commits,
+ *		interrupt the in-database worker running job_id.
+ *
+ * jobs.cancel() calls it after revoking the job.  The caller must be allowed
+ * to act for the job's owner (42501) and see the job (PT404), checked here
+ * through RLS as the caller, so the function is safe to grant to PUBLIC.
+ */
+Datum
+pg_jobs_interrupt(PG_FUNCTION_ARGS)
+{
+	int64		job_id = PG_GETARG_INT64(0);
+	Oid			argtypes[1] = {INT8OID};
+	Datum		args[1];
+	char	   *owner = NULL;
+	bool		found;
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "pg_jobs: SPI_connect failed");
+	args[0] = Int64GetDatum(job_id);
+	if (SPI_execute_with_args("SELECT owner FROM jobs.job WHERE id OPERATOR(pg_catalog.=) $1",
+							  1, argtypes, args, NULL, true, 1) != SPI_OK_SELECT)
+		elog(ERROR, "pg_jobs: job lookup failed");
+	found = SPI_processed > 0;
+	if (found)
+		owner = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+	if (!found)
+		ereport(ERROR,
+				(errcode(ERRCODE_PGJOBS_NOT_FOUND),
+				 errmsg("job %lld does not exist", (long long) job_id)));
+	if (!PgJobsMayActFor(GetUserId(), owner))
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("permission denied to interrupt job %lld", (long long) job_id)));
+	SPI_finish();
+
+	PgJobsInterruptAtCommit(job_id);
+	PG_RETURN_BOOL(PgJobsState != NULL);
+}

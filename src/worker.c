@@ -1,0 +1,645 @@
+/*-------------------------------------------------------------------------
+ *
+ * worker.c
+ *	  A pg_jobs worker: claims pending jobs that have an SQL handler and runs
+ *	  the handler as the job's owner.
+ *
+ * Each job takes two transactions:
+ *	1. claim: the highest-priority, oldest due pending job whose task type
+ *	   has a handler is moved to started (FOR UPDATE SKIP LOCKED, so two
+ *	   workers never get the same job), stamped with this worker's identity
+ *	   (see shmem.c) and committed, so monitoring shows it running;
+ *	2. run: the handler runs in a subtransaction as the job's owner (or the
+ *	   task type's run_as role) with SECURITY_RESTRICTED_OPERATION and a
+ *	   pinned search_path.  On success its jsonb result and the final state
+ *	   are committed together with the handler's work, so a pure-SQL job
+ *	   takes effect exactly once.  On error the subtransaction is rolled back
+ *	   and the failure (or a retry with backoff) is committed instead.
+ * Before writing the final state the worker takes the job's report lock, and
+ * it writes only if the job is still started by this worker; if a forced
+ * cancel revoked the job meanwhile, the whole transaction is rolled back.
+ *
+ * Interrupts: while a handler runs, a 100 ms timer checks the job's timeout,
+ * a forced cancel request in the worker's slot, and the shutdown grace
+ * period; any of them cancels the handler the way a query cancel would,
+ * and the reason decides the outcome (failure with "timed out after ...",
+ * nothing as the cancel already revoked the job, or a requeue on shutdown).
+ *
+ * Errors outside the handler are not caught: they end the worker process,
+ * which frees its slot; the launcher then reconciles its job and starts a
+ * new worker.
+ *
+ * IDENTIFICATION
+ *	  src/worker.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include <signal.h>
+
+#include "access/xact.h"
+#include "catalog/pg_type.h"
+#include "commands/extension.h"
+#include "executor/spi.h"
+#include "fmgr.h"
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "postmaster/bgworker.h"
+#include "postmaster/interrupt.h"
+#include "storage/ipc.h"
+#include "storage/latch.h"
+#include "storage/proc.h"
+#include "tcop/tcopprot.h"
+#include "utils/acl.h"
+#include "utils/builtins.h"
+#include "utils/datum.h"
+#include "utils/guc.h"
+#include "utils/memutils.h"
+#include "utils/snapmgr.h"
+#include "utils/timeout.h"
+#include "utils/timestamp.h"
+
+#include "pg_jobs.h"
+#include "errnames.h"
+
+#define TICK_MS 100
+
+typedef enum InterruptReason
+{
+	INTR_NONE = 0,
+	INTR_TIMEOUT,
+	INTR_CANCEL,
+	INTR_SHUTDOWN
+} InterruptReason;
+
+static volatile sig_atomic_t got_sigterm = false;
+
+static int	my_slotno = -1;
+static PgJobsWorkerSlot *my_slot = NULL;
+static char *my_identity = NULL;
+
+/* state the timer callback reads; set only while a handler runs */
+static volatile int64 running_job_id = 0;
+static volatile TimestampTz job_deadline = 0;
+static volatile TimestampTz shutdown_seen_at = 0;
+static volatile sig_atomic_t interrupt_reason = INTR_NONE;
+static TimeoutId tick_timeout;
+
+/* a claimed job */
+typedef struct ClaimedJob
+{
+	int64		id;
+	char	   *task_id;
+} ClaimedJob;
+
+static void
+worker_sigterm(SIGNAL_ARGS)
+{
+	int			save_errno = errno;
+
+	got_sigterm = true;
+	SetLatch(MyLatch);
+	errno = save_errno;
+}
+
+/* Runs in the SIGALRM handler every TICK_MS while a handler runs. */
+static void
+tick_handler(void)
+{
+	TimestampTz now;
+
+	if (running_job_id == 0 || interrupt_reason != INTR_NONE)
+		return;
+	now = GetCurrentTimestamp();
+	if (job_deadline != 0 && now >= job_deadline)
+		interrupt_reason = INTR_TIMEOUT;
+	else if (my_slot->cancel_job_id == running_job_id)
+		interrupt_reason = INTR_CANCEL;
+	else if (got_sigterm)
+	{
+		if (shutdown_seen_at == 0)
+			shutdown_seen_at = now;
+		if (now >= TimestampTzPlusMilliseconds(shutdown_seen_at, pg_jobs_shutdown_grace))
+			interrupt_reason = INTR_SHUTDOWN;
+	}
+	if (interrupt_reason != INTR_NONE)
+	{
+		QueryCancelPending = true;
+		InterruptPending = true;
+		SetLatch(MyLatch);
+	}
+}
+
+static void
+set_state(WorkerState state, int64 job_id)
+{
+	LWLockAcquire(PgJobsLock, LW_EXCLUSIVE);
+	my_slot->state = state;
+	my_slot->job_id = job_id;
+	my_slot->since = GetCurrentTimestamp();
+	LWLockRelease(PgJobsLock);
+}
+
+static void
+release_slot(int code, Datum arg)
+{
+	if (my_slot == NULL)
+		return;
+	LWLockAcquire(PgJobsLock, LW_EXCLUSIVE);
+	if (my_slot->pid == MyProcPid)
+	{
+		my_slot->state = WORKER_FREE;
+		my_slot->job_id = 0;
+		my_slot->latch = NULL;
+		my_slot->pid = 0;
+	}
+	LWLockRelease(PgJobsLock);
+	/* the launcher reconciles whatever job we leave behind */
+	if (PgJobsState->launcher_latch)
+		SetLatch(PgJobsState->launcher_latch);
+}
+
+/* Take slot number slotno; false if a live worker already has it. */
+static bool
+take_slot(int slotno)
+{
+	bool		ok = false;
+
+	LWLockAcquire(PgJobsLock, LW_EXCLUSIVE);
+	my_slot = &PgJobsState->slots[slotno];
+	if (my_slot->state == WORKER_FREE)
+	{
+		my_slot->state = WORKER_IDLE;
+		my_slot->pid = MyProcPid;
+		my_slot->generation++;
+		my_slot->latch = MyLatch;
+		my_slot->job_id = 0;
+		my_slot->cancel_job_id = 0;
+		my_slot->since = GetCurrentTimestamp();
+		my_identity = MemoryContextStrdup(TopMemoryContext,
+										  PgJobsWorkerIdentity(slotno, my_slot->generation));
+		ok = true;
+	}
+	LWLockRelease(PgJobsLock);
+	if (!ok)
+		my_slot = NULL;
+	return ok;
+}
+
+static void
+begin_xact(const char *activity)
+{
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "pg_jobs: SPI_connect failed");
+	PushActiveSnapshot(GetTransactionSnapshot());
+	pgstat_report_activity(STATE_RUNNING, activity);
+}
+
+static void
+end_xact(bool commit)
+{
+	SPI_finish();
+	PopActiveSnapshot();
+	if (commit)
+		CommitTransactionCommand();
+	else
+		AbortCurrentTransaction();
+	pgstat_report_stat(false);
+	pgstat_report_activity(STATE_IDLE, NULL);
+}
+
+/*
+ * claim_job
+ *		Transaction 1: claim the next due job.  Returns false and sets
+ *		*sleep_ms when there is none.
+ */
+static bool
+claim_job(ClaimedJob *job, long *sleep_ms)
+{
+	static SPIPlanPtr claim_plan = NULL;
+	static SPIPlanPtr next_plan = NULL;
+	Oid			argtypes[1] = {TEXTOID};
+	Datum		args[1];
+	bool		found = false;
+	bool		isnull;
+	int			ret;
+
+	begin_xact("pg_jobs worker: claiming");
+	if (!OidIsValid(get_extension_oid("pg_jobs", true)))
+	{
+		/* dropped under us: stop; the launcher starts workers again once it is back */
+		end_xact(true);
+		ereport(LOG,
+				(errmsg("pg_jobs: extension \"pg_jobs\" is not installed in database \"%s\"; worker %d exits",
+						pg_jobs_database, my_slotno)));
+		proc_exit(0);
+	}
+	if (claim_plan == NULL)
+	{
+		claim_plan = SPI_prepare(
+								 "WITH n AS MATERIALIZED ("
+								 "  SELECT c.id FROM jobs.job c "
+								 "  JOIN jobs.task_type t ON t.name OPERATOR(pg_catalog.=) c.task_type "
+								 "  WHERE c.status OPERATOR(pg_catalog.=) 'pending' "
+								 "    AND c.run_at OPERATOR(pg_catalog.<=) pg_catalog.now() "
+								 "    AND t.handler IS NOT NULL "
+								 "  ORDER BY c.priority, c.id LIMIT 1 "
+								 "  FOR UPDATE OF c SKIP LOCKED) "
+								 "UPDATE jobs.job j SET status = 'started', worker = $1 "
+								 "FROM n WHERE j.id OPERATOR(pg_catalog.=) n.id "
+								 "  AND j.status OPERATOR(pg_catalog.=) 'pending' "
+								 "RETURNING j.id, j.task_id",
+								 1, argtypes);
+		if (claim_plan == NULL || SPI_keepplan(claim_plan) != 0)
+			elog(ERROR, "pg_jobs: preparing the claim failed");
+	}
+	args[0] = CStringGetTextDatum(my_identity);
+	ret = SPI_execute_plan(claim_plan, args, NULL, false, 0);
+	if (ret != SPI_OK_UPDATE_RETURNING)
+		elog(ERROR, "pg_jobs: claim failed: %s", SPI_result_code_string(ret));
+
+	if (SPI_processed > 0)
+	{
+		MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
+
+		job->id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
+											  SPI_tuptable->tupdesc, 1, &isnull));
+		job->task_id = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2);
+		MemoryContextSwitchTo(old);
+		/* visible in the slot before the claim commits */
+		set_state(WORKER_RUNNING, job->id);
+		found = true;
+	}
+	else
+	{
+		/* sleep until the next delayed job is due, at most the poll interval */
+		if (next_plan == NULL)
+		{
+			next_plan = SPI_prepare(
+									"SELECT pg_catalog.ceil(pg_catalog.date_part('epoch', "
+									"         pg_catalog.min(c.run_at) OPERATOR(pg_catalog.-) pg_catalog.clock_timestamp()) "
+									"         OPERATOR(pg_catalog.*) 1000)::bigint "
+									"FROM jobs.job c JOIN jobs.task_type t ON t.name OPERATOR(pg_catalog.=) c.task_type "
+									"WHERE c.status OPERATOR(pg_catalog.=) 'pending' AND t.handler IS NOT NULL",
+									0, NULL);
+			if (next_plan == NULL || SPI_keepplan(next_plan) != 0)
+				elog(ERROR, "pg_jobs: preparing the next-job query failed");
+		}
+		*sleep_ms = pg_jobs_poll_interval;
+		ret = SPI_execute_plan(next_plan, NULL, NULL, true, 1);
+		if (ret == SPI_OK_SELECT && SPI_processed > 0)
+		{
+			Datum		d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+
+			if (!isnull)
+				*sleep_ms = Max(1, Min(*sleep_ms, DatumGetInt64(d)));
+		}
+	}
+	end_xact(true);
+	return found;
+}
+
+static const char *
+condition_name(int sqlerrcode)
+{
+	const char *state = unpack_sql_state(sqlerrcode);
+
+	for (size_t i = 0; i < lengthof(pg_jobs_errnames); i++)
+		if (strcmp(pg_jobs_errnames[i].sqlstate, state) == 0)
+			return pg_jobs_errnames[i].name;
+	return state;
+}
+
+/*
+ * finalize
+ *		Write the job's final state unless someone else (a forced cancel)
+ *		already did.  Returns false when the job is no longer ours, in which
+ *		case the caller must roll back.
+ *
+ * kind: 's' success (result), 'f' failure (error fields), 'r' retry
+ * (error fields), 'q' requeue now (shutdown).
+ */
+static bool
+finalize(int64 job_id, char kind, Datum result, bool result_null,
+		 const char *error_type, const char *error_message, const char *traceback)
+{
+	const char *sql;
+	Oid			argtypes[5] = {INT8OID, TEXTOID, JSONBOID, TEXTOID, TEXTOID};
+	Datum		args[5];
+	char		nulls[5] = {' ', ' ', ' ', ' ', ' '};
+	int			ret;
+
+	PgJobsLockJob(job_id);
+
+	switch (kind)
+	{
+		case 's':
+			sql = "UPDATE jobs.job SET status = 'success', result = $3 "
+				"WHERE id OPERATOR(pg_catalog.=) $1 AND status OPERATOR(pg_catalog.=) 'started' "
+				"AND worker OPERATOR(pg_catalog.=) $2";
+			break;
+		case 'f':
+			sql = "UPDATE jobs.job SET status = 'failure', "
+				"result = pg_catalog.jsonb_build_object('error_type', $4, 'error_message', $5::text, "
+				"                                       'traceback', pg_catalog.left($3, 5000)) "
+				"WHERE id OPERATOR(pg_catalog.=) $1 AND status OPERATOR(pg_catalog.=) 'started' "
+				"AND worker OPERATOR(pg_catalog.=) $2";
+			break;
+		case 'r':
+			sql = "UPDATE jobs.job SET status = 'pending', "
+				"run_at = pg_catalog.now() OPERATOR(pg_catalog.+) jobs._retry_delay(attempts), "
+				"last_error = pg_catalog.jsonb_build_object('error_type', $4, 'error_message', $5::text, "
+				"                                           'traceback', pg_catalog.left($3, 5000), "
+				"                                           'attempt', attempts) "
+				"WHERE id OPERATOR(pg_catalog.=) $1 AND status OPERATOR(pg_catalog.=) 'started' "
+				"AND worker OPERATOR(pg_catalog.=) $2";
+			break;
+		default:
+			sql = "UPDATE jobs.job SET status = 'pending', run_at = pg_catalog.now(), "
+				"last_error = pg_catalog.jsonb_build_object('error_type', $4, 'error_message', $5::text, "
+				"                                           'attempt', attempts) "
+				"WHERE id OPERATOR(pg_catalog.=) $1 AND status OPERATOR(pg_catalog.=) 'started' "
+				"AND worker OPERATOR(pg_catalog.=) $2";
+			break;
+	}
+
+	args[0] = Int64GetDatum(job_id);
+	args[1] = CStringGetTextDatum(my_identity);
+	if (kind == 's')
+	{
+		args[2] = result;
+		nulls[2] = result_null ? 'n' : ' ';
+	}
+	else
+	{
+		argtypes[2] = TEXTOID;
+		args[2] = traceback ? CStringGetTextDatum(traceback) : (Datum) 0;
+		nulls[2] = traceback ? ' ' : 'n';
+	}
+	args[3] = error_type ? CStringGetTextDatum(error_type) : (Datum) 0;
+	nulls[3] = error_type ? ' ' : 'n';
+	args[4] = error_message ? CStringGetTextDatum(error_message) : (Datum) 0;
+	nulls[4] = error_message ? ' ' : 'n';
+
+	ret = SPI_execute_with_args(sql, 5, argtypes, args, nulls, false, 0);
+	if (ret != SPI_OK_UPDATE)
+		elog(ERROR, "pg_jobs: writing the outcome of job %lld failed: %s",
+			 (long long) job_id, SPI_result_code_string(ret));
+	return SPI_processed == 1;
+}
+
+/*
+ * run_job
+ *		Transaction 2: run the claimed job's handler and record the outcome.
+ */
+static void
+run_job(ClaimedJob *job)
+{
+	static SPIPlanPtr fetch_plan = NULL;
+	Oid			argtypes[2] = {INT8OID, TEXTOID};
+	Datum		args[2];
+	bool		isnull;
+	HeapTuple	tup;
+	TupleDesc	tupdesc;
+	Datum		jobdatum;
+	Oid			handler;
+	char	   *run_as;
+	Oid			run_as_id = InvalidOid;
+	int64		timeout_ms = 0;
+	int32		attempts;
+	int32		max_attempts;
+	MemoryContext outer_cxt;
+	ResourceOwner outer_owner;
+	volatile Datum result = (Datum) 0;
+	volatile bool result_null = true;
+	ErrorData  *volatile edata = NULL;
+	InterruptReason reason;
+	bool		ok;
+	char	   *activity = psprintf("pg_jobs worker: running task %s", job->task_id);
+
+	begin_xact(activity);
+
+	if (fetch_plan == NULL)
+	{
+		fetch_plan = SPI_prepare(
+								 "SELECT j, t.handler::pg_catalog.oid, "
+								 "       COALESCE(j.owner, t.run_as)::pg_catalog.text, "
+								 "       (pg_catalog.date_part('epoch', t.timeout) OPERATOR(pg_catalog.*) 1000)::bigint, "
+								 "       j.attempts, j.max_attempts "
+								 "FROM jobs.job j JOIN jobs.task_type t ON t.name OPERATOR(pg_catalog.=) j.task_type "
+								 "WHERE j.id OPERATOR(pg_catalog.=) $1 AND j.status OPERATOR(pg_catalog.=) 'started' "
+								 "  AND j.worker OPERATOR(pg_catalog.=) $2",
+								 2, argtypes);
+		if (fetch_plan == NULL || SPI_keepplan(fetch_plan) != 0)
+			elog(ERROR, "pg_jobs: preparing the job fetch failed");
+	}
+	args[0] = Int64GetDatum(job->id);
+	args[1] = CStringGetTextDatum(my_identity);
+	if (SPI_execute_plan(fetch_plan, args, NULL, true, 1) != SPI_OK_SELECT)
+		elog(ERROR, "pg_jobs: fetching job %lld failed", (long long) job->id);
+	if (SPI_processed == 0)
+	{
+		/* cancelled or reconciled since we claimed it */
+		end_xact(true);
+		return;
+	}
+
+	tup = SPI_tuptable->vals[0];
+	tupdesc = SPI_tuptable->tupdesc;
+	jobdatum = SPI_getbinval(tup, tupdesc, 1, &isnull);
+	handler = DatumGetObjectId(SPI_getbinval(tup, tupdesc, 2, &isnull));
+	if (isnull)
+		handler = InvalidOid;
+	run_as = SPI_getvalue(tup, tupdesc, 3);
+	timeout_ms = DatumGetInt64(SPI_getbinval(tup, tupdesc, 4, &isnull));
+	if (isnull)
+		timeout_ms = 0;
+	attempts = DatumGetInt32(SPI_getbinval(tup, tupdesc, 5, &isnull));
+	max_attempts = DatumGetInt32(SPI_getbinval(tup, tupdesc, 6, &isnull));
+	if (run_as != NULL)
+		run_as_id = get_role_oid(run_as, true);
+
+	if (!OidIsValid(handler) || !OidIsValid(run_as_id))
+	{
+		const char *msg = !OidIsValid(handler) ?
+		"the task type has no handler any more" :
+		run_as == NULL ?
+		"the job has no owner and its task type no run_as role, so there is no role to run its handler as" :
+		psprintf("role \"%s\" that the handler should run as does not exist", run_as);
+
+		ok = finalize(job->id, 'f', (Datum) 0, true, "invalid_role_specification", msg, NULL);
+		end_xact(ok);
+		return;
+	}
+
+	outer_cxt = CurrentMemoryContext;
+	outer_owner = CurrentResourceOwner;
+	interrupt_reason = INTR_NONE;
+	shutdown_seen_at = 0;
+
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(outer_cxt);
+
+	PG_TRY();
+	{
+		Oid			save_userid;
+		int			save_sec;
+		int			nest;
+		LOCAL_FCINFO(fcinfo, 1);
+		FmgrInfo	flinfo;
+		TimestampTz now = GetCurrentTimestamp();
+
+		GetUserIdAndSecContext(&save_userid, &save_sec);
+		SetUserIdAndSecContext(run_as_id,
+							   save_sec | SECURITY_LOCAL_USERID_CHANGE |
+							   SECURITY_RESTRICTED_OPERATION);
+		nest = NewGUCNestLevel();
+		(void) set_config_option("search_path", "pg_catalog, public",
+								 PGC_USERSET, PGC_S_SESSION,
+								 GUC_ACTION_SAVE, true, 0, false);
+
+		job_deadline = timeout_ms > 0 ? TimestampTzPlusMilliseconds(now, timeout_ms) : 0;
+		running_job_id = job->id;
+		enable_timeout_every(tick_timeout,
+							 TimestampTzPlusMilliseconds(now, TICK_MS), TICK_MS);
+
+		fmgr_info(handler, &flinfo);
+		InitFunctionCallInfoData(*fcinfo, &flinfo, 1, InvalidOid, NULL, NULL);
+		fcinfo->args[0].value = jobdatum;
+		fcinfo->args[0].isnull = false;
+		result = FunctionCallInvoke(fcinfo);
+		result_null = fcinfo->isnull;
+
+		disable_timeout(tick_timeout, false);
+		running_job_id = 0;
+		/* a tick that fired as the handler returned must not cancel us now */
+		QueryCancelPending = false;
+
+		AtEOXact_GUC(true, nest);
+		SetUserIdAndSecContext(save_userid, save_sec);
+
+		if (!result_null)
+			result = datumCopy(result, false, -1);
+		ReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(outer_cxt);
+		CurrentResourceOwner = outer_owner;
+	}
+	PG_CATCH();
+	{
+		disable_timeout(tick_timeout, false);
+		running_job_id = 0;
+		QueryCancelPending = false;
+
+		MemoryContextSwitchTo(outer_cxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+
+		RollbackAndReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(outer_cxt);
+		CurrentResourceOwner = outer_owner;
+	}
+	PG_END_TRY();
+
+	reason = (InterruptReason) interrupt_reason;
+	interrupt_reason = INTR_NONE;
+
+	if (edata == NULL)
+		ok = finalize(job->id, 's', result, result_null, NULL, NULL, NULL);
+	else if (reason == INTR_CANCEL)
+		ok = false;				/* the cancel revoked the job; roll back */
+	else if (reason == INTR_SHUTDOWN)
+		ok = finalize(job->id, 'q', (Datum) 0, true, "shutdown",
+					  "the server shut down while the job ran; requeued", NULL);
+	else
+	{
+		const char *type;
+		char	   *message;
+		StringInfoData tb;
+
+		if (reason == INTR_TIMEOUT)
+		{
+			type = "timeout";
+			message = psprintf("timed out after %s", timeout_ms % 1000 == 0 ?
+							   psprintf("%lld s", (long long) (timeout_ms / 1000)) :
+							   psprintf("%lld ms", (long long) timeout_ms));
+		}
+		else
+		{
+			type = condition_name(edata->sqlerrcode);
+			message = edata->message ? edata->message : "unknown error";
+		}
+
+		initStringInfo(&tb);
+		if (edata->detail)
+			appendStringInfo(&tb, "DETAIL:  %s\n", edata->detail);
+		if (edata->hint)
+			appendStringInfo(&tb, "HINT:  %s\n", edata->hint);
+		if (edata->context)
+			appendStringInfo(&tb, "CONTEXT:  %s\n", edata->context);
+
+		ok = finalize(job->id, attempts < max_attempts ? 'r' : 'f', (Datum) 0, true,
+					  type, message, tb.len > 0 ? tb.data : NULL);
+	}
+
+	end_xact(ok);
+}
+
+void
+PgJobsWorkerMain(Datum main_arg)
+{
+	my_slotno = DatumGetInt32(main_arg);
+
+	pqsignal(SIGHUP, SignalHandlerForConfigReload);
+	pqsignal(SIGTERM, worker_sigterm);
+	BackgroundWorkerUnblockSignals();
+
+	BackgroundWorkerInitializeConnection(pg_jobs_database, NULL, 0);
+
+	if (my_slotno < 0 || my_slotno >= PGJOBS_MAX_WORKERS || !take_slot(my_slotno))
+	{
+		ereport(LOG,
+				(errmsg("pg_jobs: worker slot %d is taken; exiting", my_slotno)));
+		proc_exit(0);
+	}
+	before_shmem_exit(release_slot, (Datum) 0);
+	tick_timeout = RegisterTimeout(USER_TIMEOUT, tick_handler);
+	pgstat_report_appname(psprintf("pg_jobs worker %d", my_slotno));
+
+	while (!got_sigterm)
+	{
+		ClaimedJob	job;
+		long		sleep_ms = pg_jobs_poll_interval;
+
+		CHECK_FOR_INTERRUPTS();
+		if (ConfigReloadPending)
+		{
+			ConfigReloadPending = false;
+			ProcessConfigFile(PGC_SIGHUP);
+		}
+		if (my_slotno >= pg_jobs_workers)
+			break;				/* pg_jobs.workers was lowered */
+
+		/* reset before looking, so that a wakeup from now on is not lost */
+		ResetLatch(MyLatch);
+		set_state(WORKER_CLAIMING, 0);
+		if (claim_job(&job, &sleep_ms))
+		{
+			run_job(&job);
+			pfree(job.task_id);
+			set_state(WORKER_IDLE, 0);
+			continue;
+		}
+
+		set_state(WORKER_IDLE, 0);
+		(void) WaitLatch(MyLatch,
+						 WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 sleep_ms,
+						 PG_WAIT_EXTENSION);
+	}
+
+	set_state(WORKER_STOPPING, 0);
+	proc_exit(0);
+}
