@@ -14,8 +14,8 @@ EXTRA_CLEAN = $(EXTENSION)--$(EXTVERSION).sql src/errnames.h
 REGRESS      = lifecycle tracking engine
 REGRESS_OPTS = --temp-config=test/pg_jobs.conf --temp-instance=./tmp_check
 
-ISOLATION      = finalize_race enqueue_race
-ISOLATION_OPTS = --temp-config=test/pg_jobs.conf --temp-instance=./tmp_check_iso \
+ISOLATION      = finalize_race enqueue_race claim_race
+ISOLATION_OPTS = --temp-config=test/isolation.conf --temp-instance=./tmp_check_iso \
                  --inputdir=test --outputdir=test
 
 TAP_TESTS   = 1
