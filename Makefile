@@ -13,7 +13,7 @@ EXTRA_CLEAN = $(EXTENSION)--$(EXTVERSION).sql
 REGRESS      = lifecycle tracking monitoring postgrest
 REGRESS_OPTS = --temp-config=test/pg_jobs.conf --temp-instance=./tmp_check
 
-ISOLATION      = finalize_race enqueue_race
+ISOLATION      = finalize_race enqueue_race acknowledge_race
 ISOLATION_OPTS = --temp-config=test/pg_jobs.conf --temp-instance=./tmp_check_iso \
                  --inputdir=test --outputdir=test
 
