@@ -993,41 +993,47 @@ CREATE FUNCTION jobs._documents_relation() RETURNS regclass
 COMMENT ON FUNCTION jobs._documents_relation() IS
     'The configured documents relation, or NULL (see jobs.set_documents_relation()).';
 
-CREATE FUNCTION jobs._has_column(relation regclass, colname name) RETURNS boolean
+CREATE FUNCTION jobs._column_type(relation regclass, colname name) RETURNS regtype
     LANGUAGE sql STABLE
     SET search_path = pg_catalog, pg_temp
-    RETURN EXISTS (SELECT 1 FROM pg_catalog.pg_attribute a
-                   WHERE a.attrelid = relation AND a.attname = colname
-                     AND a.attnum > 0 AND NOT a.attisdropped);
-COMMENT ON FUNCTION jobs._has_column(regclass, name) IS 'Does the relation have this column? (internal)';
+    RETURN (SELECT a.atttypid::regtype FROM pg_catalog.pg_attribute a
+            WHERE a.attrelid = relation AND a.attname = colname
+              AND a.attnum > 0 AND NOT a.attisdropped);
+COMMENT ON FUNCTION jobs._column_type(regclass, name) IS
+    'Type of a column of a relation, NULL when there is no such column (internal).';
 
 /*
  * One document as {"id","title","deleted_at"}, read with the privileges of
  * the current user (their GRANTs and RLS decide), or NULL when they may not
  * read it or it does not exist.  deleted_at is NULL when the relation has no
- * such column.
+ * such column.  Only columns of built-in types are read (an integer id), so
+ * that reading a document runs no user-defined cast or output function.
  */
 CREATE FUNCTION jobs._document_lookup(relation regclass, doc_id bigint) RETURNS jsonb
     LANGUAGE plpgsql STABLE
     SET search_path = pg_catalog, pg_temp
 AS $fn$
 DECLARE
-    deleted text := 'NULL';
-    doc     jsonb;
+    id_type     regtype := jobs._column_type(relation, 'id');
+    title_type  regtype := jobs._column_type(relation, 'title');
+    del_type    regtype := jobs._column_type(relation, 'deleted_at');
+    deleted     text := 'NULL';
+    doc         jsonb;
 BEGIN
     IF relation IS NULL OR doc_id IS NULL
-       OR NOT jobs._has_column(relation, 'id') OR NOT jobs._has_column(relation, 'title')
+       OR id_type IS NULL OR id_type NOT IN ('smallint', 'integer', 'bigint')
+       OR title_type IS NULL OR title_type::oid >= 16384
        OR NOT pg_catalog.has_column_privilege(relation, 'id', 'SELECT')
        OR NOT pg_catalog.has_column_privilege(relation, 'title', 'SELECT') THEN
         RETURN NULL;
     END IF;
-    IF jobs._has_column(relation, 'deleted_at')
+    IF del_type IS NOT NULL AND del_type::oid < 16384
        AND pg_catalog.has_column_privilege(relation, 'deleted_at', 'SELECT') THEN
         deleted := 'd.deleted_at';
     END IF;
     EXECUTE pg_catalog.format(
         'SELECT pg_catalog.jsonb_build_object(''id'', d.id, ''title'', d.title, ''deleted_at'', %s) '
-        'FROM %s AS d WHERE d.id = $1 LIMIT 1', deleted, relation)
+        'FROM %s AS d WHERE d.id OPERATOR(pg_catalog.=) $1 LIMIT 1', deleted, relation)
         INTO doc USING doc_id;
     RETURN doc;
 END
@@ -1035,13 +1041,32 @@ $fn$;
 COMMENT ON FUNCTION jobs._document_lookup(regclass, bigint) IS
     'One document as {"id","title","deleted_at"}, read with the current user''s privileges; NULL if not readable (internal).';
 
--- Admins see every document: the lookup runs as the extension owner.
+/*
+ * Admins see every document: for them the lookup runs as the extension
+ * owner.  Only when the documents relation is a plain table (or a
+ * partitioned table of plain tables): reading a view, a foreign table or an
+ * inheritance child could run code chosen by the relation's owner with the
+ * extension owner's rights.  For anything else, NULL, and admins read with
+ * their own privileges like everyone else.
+ */
 CREATE FUNCTION jobs._document_for_admin(doc_id bigint) RETURNS jsonb
     LANGUAGE sql STABLE SECURITY DEFINER
     SET search_path = pg_catalog, pg_temp
-    RETURN jobs._document_lookup(jobs._documents_relation(), doc_id);
+AS $fn$
+    SELECT jobs._document_lookup(c.oid::regclass, doc_id)
+    FROM pg_catalog.pg_class c
+    WHERE c.oid = jobs._documents_relation()
+      AND CASE c.relkind
+              WHEN 'r' THEN NOT EXISTS (SELECT 1 FROM pg_catalog.pg_inherits i
+                                        WHERE i.inhparent = c.oid)
+              WHEN 'p' THEN NOT EXISTS (SELECT 1 FROM pg_catalog.pg_partition_tree(c.oid) t
+                                        JOIN pg_catalog.pg_class l ON l.oid = t.relid
+                                        WHERE t.isleaf AND l.relkind <> 'r')
+              ELSE false
+          END
+$fn$;
 COMMENT ON FUNCTION jobs._document_for_admin(bigint) IS
-    'One document of the configured documents relation, read as the extension owner; executable by jobs_admin only (internal).';
+    'One document of the configured documents relation (a plain table), read as the extension owner; executable by jobs_admin only (internal).';
 
 CREATE FUNCTION jobs._duplicate_documents(result jsonb) RETURNS jsonb
     LANGUAGE plpgsql STABLE
@@ -1056,7 +1081,8 @@ BEGIN
     END IF;
     IF jobs._is_admin() THEN
         doc := jobs._document_for_admin(dup);
-    ELSE
+    END IF;
+    IF doc IS NULL THEN
         doc := jobs._document_lookup(jobs._documents_relation(), dup);
     END IF;
     RETURN CASE WHEN doc IS NULL THEN '[]'::jsonb ELSE pg_catalog.jsonb_build_array(doc) END;
@@ -1124,17 +1150,22 @@ BEGIN
         RAISE EXCEPTION '"%" is not a table or view', relation
             USING ERRCODE = '22023';
     END IF;
-    SELECT a.atttypid INTO idtype FROM pg_catalog.pg_attribute a
-    WHERE a.attrelid = relation AND a.attname = 'id' AND a.attnum > 0 AND NOT a.attisdropped;
+    idtype := jobs._column_type(relation, 'id');
     IF idtype IS NULL OR idtype NOT IN ('smallint'::regtype, 'integer'::regtype, 'bigint'::regtype) THEN
         RAISE EXCEPTION 'relation "%" has no integer column "id"', relation
             USING ERRCODE = '22023',
                   HINT = 'The documents relation needs columns id (an integer) and title, and may have deleted_at.';
     END IF;
-    IF NOT jobs._has_column(relation, 'title') THEN
+    IF jobs._column_type(relation, 'title') IS NULL THEN
         RAISE EXCEPTION 'relation "%" has no column "title"', relation
             USING ERRCODE = '22023',
                   HINT = 'The documents relation needs columns id (an integer) and title, and may have deleted_at.';
+    END IF;
+    IF jobs._column_type(relation, 'title')::oid >= 16384 THEN
+        RAISE EXCEPTION 'column "title" of relation "%" must have a built-in type, not %',
+                        relation, jobs._column_type(relation, 'title')
+            USING ERRCODE = '22023',
+                  HINT = 'Use text or varchar, or a view that casts the column.';
     END IF;
     -- Admins' lookups run as the extension owner: only a relation the admin
     -- can read may be configured, so that this reveals nothing new to them.
@@ -1363,7 +1394,7 @@ REVOKE ALL ON FUNCTION
     jobs.status_counts(text[], text[], text[], boolean, boolean, text, text, text, name,
                        timestamptz, timestamptz),
     jobs.active(), jobs._v9_type(text), jobs._v9_result(jsonb), jobs._documents_relation(),
-    jobs._has_column(regclass, name), jobs._document_lookup(regclass, bigint),
+    jobs._column_type(regclass, name), jobs._document_lookup(regclass, bigint),
     jobs._document_for_admin(bigint), jobs._duplicate_documents(jsonb),
     jobs.tasks_v9(text, text, text), jobs.set_documents_relation(regclass),
     jobs._summary_rows(integer), jobs._summary_global(integer), jobs.summary(integer),
@@ -1379,7 +1410,7 @@ GRANT EXECUTE ON FUNCTION
     jobs.status_counts(text[], text[], text[], boolean, boolean, text, text, text, name,
                        timestamptz, timestamptz),
     jobs.active(), jobs._v9_type(text), jobs._v9_result(jsonb), jobs._documents_relation(),
-    jobs._has_column(regclass, name), jobs._document_lookup(regclass, bigint),
+    jobs._column_type(regclass, name), jobs._document_lookup(regclass, bigint),
     jobs._duplicate_documents(jsonb), jobs.tasks_v9(text, text, text),
     jobs.set_documents_relation(regclass), jobs._summary_rows(integer), jobs.summary(integer),
     jobs.run(text), jobs.acknowledge(bigint[], boolean)
