@@ -843,6 +843,872 @@ GRANT EXECUTE ON FUNCTION
 
 -- 9. Monitoring API (v10 and v9 lists, summary, counts, run, acknowledge) --
 
+/*
+ * What PostgREST serves to dashboards and to paperless-ngx style clients.
+ * List and read functions are SECURITY INVOKER and STABLE (PostgREST GET),
+ * so row-level security on jobs.job decides what each caller sees; the
+ * writing ones (run, acknowledge, set_documents_relation) are VOLATILE
+ * (POST).  Two small SECURITY DEFINER helpers exist, each executable only by
+ * the roles it serves: global statistics for monitors, and document titles
+ * for admins.
+ */
+
+-- Small key/value settings of the extension (the v9 documents relation).
+CREATE TABLE jobs.setting (
+    name    text PRIMARY KEY CHECK (name <> ''),
+    value   text NOT NULL
+);
+COMMENT ON TABLE jobs.setting IS
+    'Settings of pg_jobs kept in the database (e.g. documents_relation). Change them through the API functions.';
+SELECT pg_catalog.pg_extension_config_dump('jobs.setting', '');
+
+-- The documents relation may be read by everyone's lookups; admins change it.
+REVOKE ALL ON jobs.setting FROM PUBLIC;
+GRANT SELECT ON jobs.setting TO PUBLIC;
+GRANT INSERT, UPDATE, DELETE ON jobs.setting TO jobs_admin;
+
+/*
+ * Acknowledging finished jobs one can see.  The job_update policy lets
+ * non-admins change only jobs of roles they belong to, so a user holding the
+ * change permission could not acknowledge a visible unowned job.  This
+ * permissive policy adds exactly that: visible, finished rows.  It widens
+ * nothing else, because the lifecycle trigger makes finished rows immutable
+ * except for "acknowledged", and UPDATE (acknowledged) is granted to nobody
+ * but admins unless an admin grants it.
+ */
+CREATE POLICY job_acknowledge ON jobs.job FOR UPDATE
+    USING (status IN ('success', 'failure', 'revoked') AND jobs._visible(owner))
+    WITH CHECK (status IN ('success', 'failure', 'revoked') AND jobs._visible(owner));
+
+-- Document id in a JSON value: a non-negative integer, as number or string.
+CREATE FUNCTION jobs._document_id(v jsonb) RETURNS bigint
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE
+    SET search_path = pg_catalog, pg_temp
+    RETURN CASE WHEN pg_catalog.jsonb_typeof(v) IN ('number', 'string')
+                     AND (v #>> '{}') ~ '^[0-9]{1,18}$'
+                THEN (v #>> '{}')::bigint END;
+COMMENT ON FUNCTION jobs._document_id(jsonb) IS
+    'The integer in a JSON number or numeric string, else NULL (internal).';
+
+CREATE FUNCTION jobs._related_document_ids(result jsonb) RETURNS bigint[]
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE
+    SET search_path = pg_catalog, pg_temp
+    RETURN CASE
+        WHEN jobs._document_id(result -> 'document_id') IS NOT NULL
+            THEN ARRAY[jobs._document_id(result -> 'document_id')]
+        WHEN jobs._document_id(result -> 'duplicate_of') IS NOT NULL
+            THEN ARRAY[jobs._document_id(result -> 'duplicate_of')]
+        ELSE '{}'::bigint[]
+    END;
+COMMENT ON FUNCTION jobs._related_document_ids(jsonb) IS
+    'Documents a result refers to: [document_id] if present, else [duplicate_of] if present, else [].';
+
+/*
+ * The v10 row of a job: the fields of the paperless-ngx tasks API, with the
+ * display labels joined in.  security_invoker, so the caller's RLS applies.
+ */
+CREATE VIEW jobs.task_v10 WITH (security_invoker = true) AS
+SELECT j.id,
+       j.task_id,
+       j.task_type,
+       COALESCE(tt.display_name, j.task_type) AS task_type_display,
+       j.trigger_source,
+       COALESCE(ts.display_name, j.trigger_source) AS trigger_source_display,
+       j.status,
+       jobs.status_display(j.status) AS status_display,
+       j.date_created,
+       j.date_started,
+       j.date_done,
+       pg_catalog.date_part('epoch', j.date_done - j.date_started) AS duration_seconds,
+       pg_catalog.date_part('epoch', j.date_started - j.date_created) AS wait_time_seconds,
+       j.input AS input_data,
+       j.result AS result_data,
+       jobs._related_document_ids(j.result) AS related_document_ids,
+       j.acknowledged,
+       j.owner
+FROM jobs.job j
+LEFT JOIN jobs.task_type tt ON tt.name = j.task_type
+LEFT JOIN jobs.trigger_source ts ON ts.name = j.trigger_source;
+COMMENT ON VIEW jobs.task_v10 IS
+    'Every job the caller may see, as a v10 task row (labels, timings, related documents). What jobs.tasks() pages through.';
+
+/*
+ * The WHERE clause shared by jobs.tasks() and jobs.status_counts(), over
+ * jobs.task_v10 t.  It is constant text: the values come in as parameters
+ * $1..$12 of EXECUTE ... USING, already validated and normalised by
+ * jobs._task_args(); a NULL parameter filters nothing.
+ */
+CREATE FUNCTION jobs._task_where() RETURNS text
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE
+    SET search_path = pg_catalog, pg_temp
+    RETURN $where$
+        ($1 IS NULL OR t.task_type = ANY ($1))
+    AND ($2 IS NULL OR t.status = ANY ($2))
+    AND ($3 IS NULL OR t.trigger_source = ANY ($3))
+    AND ($4 IS NULL OR t.acknowledged = $4)
+    AND ($5 IS NULL OR t.task_id = $5)
+    AND ($6 IS NULL
+         OR pg_catalog.strpos(pg_catalog.lower(t.input_data ->> 'filename'), $6) > 0
+         OR pg_catalog.strpos(pg_catalog.lower(t.task_type_display), $6) > 0
+         OR pg_catalog.strpos(pg_catalog.lower(t.trigger_source_display), $6) > 0)
+    AND ($7 IS NULL
+         OR pg_catalog.strpos(pg_catalog.lower(t.result_data ->> 'reason'), $7) > 0
+         OR pg_catalog.strpos(pg_catalog.lower(t.result_data ->> 'error_message'), $7) > 0
+         OR jobs._document_id(t.result_data -> 'document_id') = $8
+         OR jobs._document_id(t.result_data -> 'duplicate_of') = $8
+         OR ($9 AND t.result_data ? 'duplicate_of'))
+    AND ($10 IS NULL OR t.owner = $10)
+    AND ($11 IS NULL OR t.date_created >= $11)
+    AND ($12 IS NULL OR t.date_created <= $12)
+$where$;
+COMMENT ON FUNCTION jobs._task_where() IS
+    'WHERE clause of the task filters over jobs.task_v10 t, parameters $1..$12 (internal).';
+
+-- The normalised filter values, in the order of the parameters of jobs._task_where().
+CREATE TYPE jobs._task_args AS (
+    task_type       text[],
+    status          jobs.status[],
+    trigger_source  text[],
+    acknowledged    boolean,
+    task_id         text,
+    name            text,
+    result          text,
+    result_number   bigint,
+    result_duplicate boolean,
+    owner           name,
+    created_after   timestamptz,
+    created_before  timestamptz
+);
+COMMENT ON TYPE jobs._task_args IS 'Validated filters of jobs.tasks() and jobs.status_counts() (internal).';
+
+/*
+ * Validate and normalise the filters of the task list.  Empty lists and
+ * blank searches filter nothing; statuses are checked (22023) and narrowed
+ * by is_complete; searches are lower-cased for a case-insensitive match.
+ */
+CREATE FUNCTION jobs._task_args(
+    task_type text[], status text[], trigger_source text[], acknowledged boolean,
+    is_complete boolean, task_id text, name text, result text, owner name,
+    date_created_after timestamptz, date_created_before timestamptz)
+    RETURNS jobs._task_args
+    LANGUAGE plpgsql STABLE
+    SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    a       jobs._task_args;
+    bad     text;
+    term    text;
+BEGIN
+    a.task_type := CASE WHEN pg_catalog.cardinality(task_type) > 0 THEN task_type END;
+    a.trigger_source := CASE WHEN pg_catalog.cardinality(trigger_source) > 0 THEN trigger_source END;
+
+    IF pg_catalog.cardinality(status) > 0 THEN
+        SELECT s INTO bad FROM pg_catalog.unnest(status) AS s
+        WHERE s IS NULL OR pg_catalog.lower(s) NOT IN ('pending', 'started', 'success', 'failure', 'revoked')
+        LIMIT 1;
+        IF FOUND THEN
+            RAISE EXCEPTION 'invalid status "%"', coalesce(bad, 'NULL')
+                USING ERRCODE = '22023',
+                      HINT = 'A status is one of pending, started, success, failure and revoked.';
+        END IF;
+        a.status := ARRAY(SELECT DISTINCT pg_catalog.lower(s)::jobs.status
+                          FROM pg_catalog.unnest(status) AS s);
+    END IF;
+    IF is_complete IS NOT NULL THEN
+        a.status := ARRAY(SELECT s FROM pg_catalog.unnest(
+                              coalesce(a.status, pg_catalog.enum_range(NULL::jobs.status))) AS s
+                          WHERE (s IN ('success', 'failure', 'revoked')) = is_complete);
+    END IF;
+
+    a.acknowledged := acknowledged;
+    a.task_id := task_id;
+    a.owner := owner;
+    a.created_after := date_created_after;
+    a.created_before := date_created_before;
+    a.name := pg_catalog.lower(NULLIF(pg_catalog.btrim(name), ''));
+
+    term := NULLIF(pg_catalog.btrim(result), '');
+    IF term IS NOT NULL THEN
+        a.result := pg_catalog.lower(term);
+        a.result_duplicate := pg_catalog.strpos(a.result, 'duplicate') > 0;
+        IF term ~ '^[0-9]{1,18}$' THEN
+            a.result_number := term::bigint;
+        END IF;
+    END IF;
+    RETURN a;
+END
+$fn$;
+COMMENT ON FUNCTION jobs._task_args(text[], text[], text[], boolean, boolean, text, text, text,
+    name, timestamptz, timestamptz) IS
+    'Validates and normalises the task list filters (internal).';
+
+/*
+ * The API version the client asked for, from the Accept header PostgREST
+ * passes in request.headers ("application/json; version=9").  None: 10.
+ * Versions 1 to 9 are the legacy list (their task format is the same).
+ */
+CREATE FUNCTION jobs._api_version() RETURNS integer
+    LANGUAGE plpgsql STABLE
+    SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    headers text := pg_catalog.current_setting('request.headers', true);
+    accept  text;
+    version text;
+BEGIN
+    IF headers IS NULL OR headers = '' THEN
+        RETURN 10;
+    END IF;
+    accept := pg_catalog.lower(headers::jsonb ->> 'accept');
+    version := pg_catalog.substring(accept, 'version\s*=\s*"?([^";,[:space:]]*)');
+    IF version IS NULL THEN
+        RETURN 10;
+    END IF;
+    IF version !~ '^[0-9]{1,4}$' OR version::integer NOT BETWEEN 1 AND 10 THEN
+        RAISE EXCEPTION 'unsupported API version "%"', version
+            USING ERRCODE = '22023',
+                  HINT = 'Ask for version=10 (the default) or version=9 (the legacy task list) in the Accept header.';
+    END IF;
+    RETURN version::integer;
+END
+$fn$;
+COMMENT ON FUNCTION jobs._api_version() IS
+    'API version requested in the Accept header of a PostgREST request (10 when none).';
+
+CREATE FUNCTION jobs.tasks(
+    page integer DEFAULT 1,
+    page_size integer DEFAULT 25,
+    task_type text[] DEFAULT NULL,
+    status text[] DEFAULT NULL,
+    trigger_source text[] DEFAULT NULL,
+    acknowledged boolean DEFAULT NULL,
+    is_complete boolean DEFAULT NULL,
+    task_id text DEFAULT NULL,
+    name text DEFAULT NULL,
+    result text DEFAULT NULL,
+    owner name DEFAULT NULL,
+    date_created_after timestamptz DEFAULT NULL,
+    date_created_before timestamptz DEFAULT NULL,
+    ordering text DEFAULT '-date_created')
+    RETURNS jsonb
+    LANGUAGE plpgsql STABLE
+    SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    a       jobs._task_args;
+    size    integer;
+    total   bigint;
+    ord     text := coalesce(NULLIF(pg_catalog.btrim(ordering), ''), '-date_created');
+    col     text;
+    dir     text := 'ASC';
+    results jsonb;
+BEGIN
+    IF jobs._api_version() < 10 THEN
+        -- the legacy list: unpaginated, legacy fields
+        RETURN (SELECT coalesce(pg_catalog.jsonb_agg(pg_catalog.to_jsonb(v)
+                                                      ORDER BY v.date_created DESC, v.id DESC), '[]')
+                FROM jobs.tasks_v9(task_id => tasks.task_id) AS v
+                WHERE tasks.acknowledged IS NULL OR v.acknowledged = tasks.acknowledged);
+    END IF;
+
+    IF page IS NULL OR page < 1 THEN
+        RAISE EXCEPTION 'page must be 1 or more, not %', coalesce(page::text, 'NULL')
+            USING ERRCODE = '22023';
+    END IF;
+    IF page_size IS NULL OR page_size < 1 THEN
+        RAISE EXCEPTION 'page_size must be 1 or more, not %', coalesce(page_size::text, 'NULL')
+            USING ERRCODE = '22023',
+                  HINT = 'Page sizes above 100 are capped at 100.';
+    END IF;
+    size := least(page_size, 100);
+
+    IF pg_catalog.left(ord, 1) = '-' THEN
+        dir := 'DESC';
+        col := pg_catalog.substr(ord, 2);
+    ELSE
+        col := ord;
+    END IF;
+    IF col NOT IN ('date_created', 'date_done', 'status', 'task_type', 'duration_seconds',
+                   'wait_time_seconds') THEN
+        RAISE EXCEPTION 'invalid ordering "%"', ordering
+            USING ERRCODE = '22023',
+                  HINT = 'Order by date_created, date_done, status, task_type, duration_seconds or wait_time_seconds, with a leading "-" for descending order.';
+    END IF;
+
+    a := jobs._task_args(task_type, status, trigger_source, acknowledged, is_complete, task_id,
+                         name, result, owner, date_created_after, date_created_before);
+
+    EXECUTE 'SELECT pg_catalog.count(*) FROM jobs.task_v10 t WHERE ' || jobs._task_where()
+        INTO total
+        USING a.task_type, a.status, a.trigger_source, a.acknowledged, a.task_id, a.name,
+              a.result, a.result_number, a.result_duplicate, a.owner, a.created_after,
+              a.created_before;
+
+    IF page > 1 AND (page - 1)::bigint * size >= total THEN
+        RAISE EXCEPTION 'page % is out of range', page
+            USING ERRCODE = '22023',
+                  DETAIL = pg_catalog.format('%s tasks match, %s per page.', total, size),
+                  HINT = 'Ask for a page between 1 and the last one.';
+    END IF;
+
+    -- col is one of the names checked above; dir is ASC or DESC.
+    EXECUTE pg_catalog.format(
+        'SELECT coalesce(pg_catalog.jsonb_agg(pg_catalog.to_jsonb(p) - %L ORDER BY p.pgjobs_n), %L) '
+        'FROM (SELECT t.*, pg_catalog.row_number() OVER (ORDER BY t.%I %s NULLS LAST, t.id %s) AS pgjobs_n '
+        '      FROM jobs.task_v10 t WHERE %s '
+        '      ORDER BY t.%I %s NULLS LAST, t.id %s LIMIT $13 OFFSET $14) p',
+        'pgjobs_n', '[]', col, dir, dir, jobs._task_where(), col, dir, dir)
+        INTO results
+        USING a.task_type, a.status, a.trigger_source, a.acknowledged, a.task_id, a.name,
+              a.result, a.result_number, a.result_duplicate, a.owner, a.created_after,
+              a.created_before, size, (page - 1)::bigint * size;
+
+    RETURN pg_catalog.jsonb_build_object(
+        'count', total,
+        'next', CASE WHEN page::bigint * size < total THEN page + 1 END,
+        'previous', CASE WHEN page > 1 THEN page - 1 END,
+        'results', results);
+END
+$fn$;
+COMMENT ON FUNCTION jobs.tasks(integer, integer, text[], text[], text[], boolean, boolean, text,
+    text, text, name, timestamptz, timestamptz, text) IS
+    'The task list (v10): {"count","next","previous","results"}, newest first, filtered and paginated (page_size capped at 100). With Accept: application/json; version=9 through PostgREST, the legacy v9 list.';
+
+CREATE FUNCTION jobs.status_counts(
+    task_type text[] DEFAULT NULL,
+    status text[] DEFAULT NULL,
+    trigger_source text[] DEFAULT NULL,
+    acknowledged boolean DEFAULT NULL,
+    is_complete boolean DEFAULT NULL,
+    task_id text DEFAULT NULL,
+    name text DEFAULT NULL,
+    result text DEFAULT NULL,
+    owner name DEFAULT NULL,
+    date_created_after timestamptz DEFAULT NULL,
+    date_created_before timestamptz DEFAULT NULL)
+    RETURNS jsonb
+    LANGUAGE plpgsql STABLE
+    SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    a       jobs._task_args;
+    counts  jsonb;
+BEGIN
+    -- the sections are statuses: the status and is_complete filters are ignored
+    a := jobs._task_args(task_type, NULL, trigger_source, acknowledged, NULL, task_id,
+                         name, result, owner, date_created_after, date_created_before);
+    EXECUTE 'SELECT pg_catalog.jsonb_build_object('
+            '''all'', pg_catalog.count(*), '
+            '''needs_attention'', pg_catalog.count(*) FILTER (WHERE t.status IN (''failure'', ''revoked'')), '
+            '''in_progress'', pg_catalog.count(*) FILTER (WHERE t.status IN (''pending'', ''started'')), '
+            '''completed'', pg_catalog.count(*) FILTER (WHERE t.status = ''success'')) '
+            'FROM jobs.task_v10 t WHERE ' || jobs._task_where()
+        INTO counts
+        USING a.task_type, a.status, a.trigger_source, a.acknowledged, a.task_id, a.name,
+              a.result, a.result_number, a.result_duplicate, a.owner, a.created_after,
+              a.created_before;
+    RETURN counts;
+END
+$fn$;
+COMMENT ON FUNCTION jobs.status_counts(text[], text[], text[], boolean, boolean, text, text, text,
+    name, timestamptz, timestamptz) IS
+    'Counts of the visible tasks by section: {"all","needs_attention","in_progress","completed"}; the filters of jobs.tasks() apply except status and is_complete.';
+
+CREATE FUNCTION jobs.active() RETURNS SETOF jobs.task_v10
+    LANGUAGE sql STABLE
+    SET search_path = pg_catalog, pg_temp
+AS $fn$
+    SELECT t.* FROM jobs.task_v10 t
+    WHERE t.status IN ('pending', 'started')
+    ORDER BY t.date_created DESC, t.id DESC
+    LIMIT 50
+$fn$;
+COMMENT ON FUNCTION jobs.active() IS
+    'The pending and started tasks the caller may see, newest first, at most 50 (v10 rows).';
+
+-- v9: the legacy, unpaginated list ----------------------------------------
+
+CREATE TYPE jobs.task_v9 AS (
+    id                  integer,
+    task_id             text,
+    task_name           text,
+    task_file_name      text,
+    type                text,
+    status              text,
+    date_created        timestamptz,
+    date_done           timestamptz,
+    result              text,
+    acknowledged        boolean,
+    related_document    integer,
+    duplicate_documents jsonb,
+    owner               name
+);
+COMMENT ON TYPE jobs.task_v9 IS
+    'A task in the legacy (v9) format: legacy task names, types and upper-case statuses, the result as text.';
+
+CREATE FUNCTION jobs._v9_type(trigger_source text) RETURNS text
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE
+    SET search_path = pg_catalog, pg_temp
+    RETURN CASE
+        WHEN trigger_source = 'scheduled' THEN 'scheduled_task'
+        WHEN trigger_source IN ('system', 'email_consume', 'folder_consume') THEN 'auto_task'
+        ELSE 'manual_task'
+    END;
+COMMENT ON FUNCTION jobs._v9_type(text) IS
+    'The v9 task type of a trigger source: scheduled_task, auto_task or manual_task.';
+
+CREATE FUNCTION jobs._v9_result(result jsonb) RETURNS text
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE
+    SET search_path = pg_catalog, pg_temp
+    RETURN CASE
+        WHEN pg_catalog.jsonb_typeof(result) IS DISTINCT FROM 'object' THEN NULL
+        WHEN result ->> 'document_id' IS NOT NULL
+            THEN 'Success. New document id ' || (result ->> 'document_id') || ' created'
+        WHEN result ->> 'reason' IS NOT NULL THEN result ->> 'reason'
+        WHEN result ->> 'duplicate_of' IS NOT NULL
+            THEN 'Not consuming: It is a duplicate of document #' || (result ->> 'duplicate_of')
+        WHEN result ->> 'error_message' IS NOT NULL THEN result ->> 'error_message'
+    END;
+COMMENT ON FUNCTION jobs._v9_result(jsonb) IS
+    'The v9 result text rebuilt from a structured result.';
+
+CREATE FUNCTION jobs._documents_relation() RETURNS regclass
+    LANGUAGE sql STABLE
+    SET search_path = pg_catalog, pg_temp
+    RETURN (SELECT pg_catalog.to_regclass(s.value) FROM jobs.setting s
+            WHERE s.name = 'documents_relation');
+COMMENT ON FUNCTION jobs._documents_relation() IS
+    'The configured documents relation, or NULL (see jobs.set_documents_relation()).';
+
+CREATE FUNCTION jobs._column_type(relation regclass, colname name) RETURNS regtype
+    LANGUAGE sql STABLE
+    SET search_path = pg_catalog, pg_temp
+    RETURN (SELECT a.atttypid::regtype FROM pg_catalog.pg_attribute a
+            WHERE a.attrelid = relation AND a.attname = colname
+              AND a.attnum > 0 AND NOT a.attisdropped);
+COMMENT ON FUNCTION jobs._column_type(regclass, name) IS
+    'Type of a column of a relation, NULL when there is no such column (internal).';
+
+/*
+ * One document as {"id","title","deleted_at"}, read with the privileges of
+ * the current user (their GRANTs and RLS decide), or NULL when they may not
+ * read it or it does not exist.  deleted_at is NULL when the relation has no
+ * such column.  Only columns of built-in types are read (an integer id), so
+ * that reading a document runs no user-defined cast or output function.
+ */
+CREATE FUNCTION jobs._document_lookup(relation regclass, doc_id bigint) RETURNS jsonb
+    LANGUAGE plpgsql STABLE
+    SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    id_type     regtype := jobs._column_type(relation, 'id');
+    title_type  regtype := jobs._column_type(relation, 'title');
+    del_type    regtype := jobs._column_type(relation, 'deleted_at');
+    deleted     text := 'NULL';
+    doc         jsonb;
+BEGIN
+    IF relation IS NULL OR doc_id IS NULL
+       OR id_type IS NULL OR id_type NOT IN ('smallint', 'integer', 'bigint')
+       OR title_type IS NULL OR title_type::oid >= 16384
+       OR NOT pg_catalog.has_column_privilege(relation, 'id', 'SELECT')
+       OR NOT pg_catalog.has_column_privilege(relation, 'title', 'SELECT') THEN
+        RETURN NULL;
+    END IF;
+    IF del_type IS NOT NULL AND del_type::oid < 16384
+       AND pg_catalog.has_column_privilege(relation, 'deleted_at', 'SELECT') THEN
+        deleted := 'd.deleted_at';
+    END IF;
+    EXECUTE pg_catalog.format(
+        'SELECT pg_catalog.jsonb_build_object(''id'', d.id, ''title'', d.title, ''deleted_at'', %s) '
+        'FROM %s AS d WHERE d.id OPERATOR(pg_catalog.=) $1 LIMIT 1', deleted, relation)
+        INTO doc USING doc_id;
+    RETURN doc;
+END
+$fn$;
+COMMENT ON FUNCTION jobs._document_lookup(regclass, bigint) IS
+    'One document as {"id","title","deleted_at"}, read with the current user''s privileges; NULL if not readable (internal).';
+
+/*
+ * Admins see every document: for them the lookup runs as the extension
+ * owner.  Only when the documents relation is a plain table (or a
+ * partitioned table of plain tables): reading a view, a foreign table or an
+ * inheritance child could run code chosen by the relation's owner with the
+ * extension owner's rights.  For anything else, NULL, and admins read with
+ * their own privileges like everyone else.
+ */
+CREATE FUNCTION jobs._document_for_admin(doc_id bigint) RETURNS jsonb
+    LANGUAGE sql STABLE SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+AS $fn$
+    SELECT jobs._document_lookup(c.oid::regclass, doc_id)
+    FROM pg_catalog.pg_class c
+    WHERE c.oid = jobs._documents_relation()
+      AND CASE c.relkind
+              WHEN 'r' THEN NOT EXISTS (SELECT 1 FROM pg_catalog.pg_inherits i
+                                        WHERE i.inhparent = c.oid)
+              WHEN 'p' THEN NOT EXISTS (SELECT 1 FROM pg_catalog.pg_partition_tree(c.oid) t
+                                        JOIN pg_catalog.pg_class l ON l.oid = t.relid
+                                        WHERE t.isleaf AND l.relkind <> 'r')
+              ELSE false
+          END
+$fn$;
+COMMENT ON FUNCTION jobs._document_for_admin(bigint) IS
+    'One document of the configured documents relation (a plain table), read as the extension owner; executable by jobs_admin only (internal).';
+
+CREATE FUNCTION jobs._duplicate_documents(result jsonb) RETURNS jsonb
+    LANGUAGE plpgsql STABLE
+    SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    dup bigint := jobs._document_id(result -> 'duplicate_of');
+    doc jsonb;
+BEGIN
+    IF dup IS NULL THEN
+        RETURN '[]';
+    END IF;
+    IF jobs._is_admin() THEN
+        doc := jobs._document_for_admin(dup);
+    END IF;
+    IF doc IS NULL THEN
+        doc := jobs._document_lookup(jobs._documents_relation(), dup);
+    END IF;
+    RETURN CASE WHEN doc IS NULL THEN '[]'::jsonb ELSE pg_catalog.jsonb_build_array(doc) END;
+END
+$fn$;
+COMMENT ON FUNCTION jobs._duplicate_documents(jsonb) IS
+    'v9 duplicate_documents: the document named by duplicate_of, if the caller may see it (admins always), else [].';
+
+CREATE FUNCTION jobs.tasks_v9(task_name text DEFAULT NULL, type text DEFAULT NULL,
+                              task_id text DEFAULT NULL)
+    RETURNS SETOF jobs.task_v9
+    LANGUAGE plpgsql STABLE
+    SET search_path = pg_catalog, pg_temp
+AS $fn$
+BEGIN
+    IF tasks_v9.type IS NOT NULL
+       AND tasks_v9.type NOT IN ('auto_task', 'scheduled_task', 'manual_task') THEN
+        RAISE EXCEPTION 'invalid task type "%"', tasks_v9.type
+            USING ERRCODE = '22023',
+                  HINT = 'The v9 type is one of auto_task, scheduled_task and manual_task.';
+    END IF;
+    RETURN QUERY
+    SELECT j.id::integer,
+           j.task_id,
+           COALESCE(tt.legacy_name, j.task_type),
+           j.input ->> 'filename',
+           jobs._v9_type(j.trigger_source),
+           pg_catalog.upper(j.status::text),
+           j.date_created,
+           j.date_done,
+           jobs._v9_result(j.result),
+           j.acknowledged,
+           (jobs._related_document_ids(j.result))[1]::integer,
+           jobs._duplicate_documents(j.result),
+           j.owner
+    FROM jobs.job j
+    LEFT JOIN jobs.task_type tt ON tt.name = j.task_type
+    WHERE (tasks_v9.task_name IS NULL OR COALESCE(tt.legacy_name, j.task_type) = tasks_v9.task_name)
+      AND (tasks_v9.type IS NULL OR jobs._v9_type(j.trigger_source) = tasks_v9.type)
+      AND (tasks_v9.task_id IS NULL OR j.task_id = tasks_v9.task_id)
+    ORDER BY j.date_created DESC, j.id DESC;
+END
+$fn$;
+COMMENT ON FUNCTION jobs.tasks_v9(text, text, text) IS
+    'The legacy (v9) task list, unpaginated, newest first; filters task_name (legacy name), type (auto_task, scheduled_task, manual_task) and task_id.';
+
+CREATE FUNCTION jobs.set_documents_relation(relation regclass) RETURNS regclass
+    LANGUAGE plpgsql VOLATILE
+    SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    idtype regtype;
+BEGIN
+    IF NOT jobs._is_admin() THEN
+        RAISE EXCEPTION 'permission denied to set the documents relation'
+            USING ERRCODE = '42501',
+                  HINT = 'Only superusers and members of jobs_admin may configure pg_jobs.';
+    END IF;
+    IF relation IS NULL THEN
+        DELETE FROM jobs.setting s WHERE s.name = 'documents_relation';
+        RETURN NULL;
+    END IF;
+    IF (SELECT c.relkind FROM pg_catalog.pg_class c WHERE c.oid = relation)
+       NOT IN ('r', 'p', 'v', 'm', 'f') THEN
+        RAISE EXCEPTION '"%" is not a table or view', relation
+            USING ERRCODE = '22023';
+    END IF;
+    idtype := jobs._column_type(relation, 'id');
+    IF idtype IS NULL OR idtype NOT IN ('smallint'::regtype, 'integer'::regtype, 'bigint'::regtype) THEN
+        RAISE EXCEPTION 'relation "%" has no integer column "id"', relation
+            USING ERRCODE = '22023',
+                  HINT = 'The documents relation needs columns id (an integer) and title, and may have deleted_at.';
+    END IF;
+    IF jobs._column_type(relation, 'title') IS NULL THEN
+        RAISE EXCEPTION 'relation "%" has no column "title"', relation
+            USING ERRCODE = '22023',
+                  HINT = 'The documents relation needs columns id (an integer) and title, and may have deleted_at.';
+    END IF;
+    IF jobs._column_type(relation, 'title')::oid >= 16384 THEN
+        RAISE EXCEPTION 'column "title" of relation "%" must have a built-in type, not %',
+                        relation, jobs._column_type(relation, 'title')
+            USING ERRCODE = '22023',
+                  HINT = 'Use text or varchar, or a view that casts the column.';
+    END IF;
+    -- Admins' lookups run as the extension owner: only a relation the admin
+    -- can read may be configured, so that this reveals nothing new to them.
+    IF NOT pg_catalog.has_column_privilege(relation, 'id', 'SELECT')
+       OR NOT pg_catalog.has_column_privilege(relation, 'title', 'SELECT') THEN
+        RAISE EXCEPTION 'permission denied for relation %', relation
+            USING ERRCODE = '42501',
+                  HINT = 'You must be allowed to read the id and title columns of the documents relation yourself.';
+    END IF;
+    INSERT INTO jobs.setting AS s (name, value) VALUES ('documents_relation', relation::text)
+    ON CONFLICT ON CONSTRAINT setting_pkey DO UPDATE SET value = excluded.value;
+    RETURN relation;
+END
+$fn$;
+COMMENT ON FUNCTION jobs.set_documents_relation(regclass) IS
+    'Sets the table or view of documents (id, title, optional deleted_at) that v9 duplicate_documents looks up as the caller (admins only; NULL unsets it).';
+
+-- Summary ------------------------------------------------------------------
+
+CREATE TYPE jobs.task_summary AS (
+    task_type               text,
+    total_count             bigint,
+    pending_count           bigint,
+    success_count           bigint,
+    failure_count           bigint,
+    avg_duration_seconds    double precision,
+    avg_wait_time_seconds   double precision,
+    last_run                timestamptz,
+    last_success            timestamptz,
+    last_failure            timestamptz
+);
+COMMENT ON TYPE jobs.task_summary IS 'Per task type statistics returned by jobs.summary().';
+
+/*
+ * Statistics per task type over the jobs created in the last `days` days
+ * (clamped to [1, 365]) that the current user can see.  The window is read
+ * as two parts so that both prune: in-flight jobs from job_hot, finished
+ * ones from the job_done partitions of the days in the window (a job is
+ * done after it is created, so date_done >= the start of the window).
+ */
+CREATE FUNCTION jobs._summary_rows(days integer) RETURNS SETOF jobs.task_summary
+    LANGUAGE plpgsql STABLE
+    SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    since timestamptz;
+BEGIN
+    IF days IS NULL THEN
+        RAISE EXCEPTION 'days must not be null'
+            USING ERRCODE = '22023',
+                  HINT = 'Pass a number of days between 1 and 365.';
+    END IF;
+    since := pg_catalog.now() - pg_catalog.make_interval(days => least(greatest(days, 1), 365));
+    RETURN QUERY
+    WITH w AS (
+        SELECT j.task_type, j.status, j.date_created, j.date_started, j.date_done
+        FROM jobs.job j
+        WHERE j.status IN ('pending', 'started') AND j.date_created >= since
+        UNION ALL
+        SELECT j.task_type, j.status, j.date_created, j.date_started, j.date_done
+        FROM jobs.job j
+        WHERE j.status IN ('success', 'failure', 'revoked')
+          AND j.date_done >= since AND j.date_created >= since
+    )
+    SELECT w.task_type,
+           pg_catalog.count(*),
+           pg_catalog.count(*) FILTER (WHERE w.status IN ('pending', 'started')),
+           pg_catalog.count(*) FILTER (WHERE w.status = 'success'),
+           pg_catalog.count(*) FILTER (WHERE w.status = 'failure'),
+           pg_catalog.avg(pg_catalog.date_part('epoch', w.date_done - w.date_started)),
+           pg_catalog.avg(pg_catalog.date_part('epoch', w.date_started - w.date_created)),
+           pg_catalog.max(w.date_started),
+           pg_catalog.max(w.date_done) FILTER (WHERE w.status = 'success'),
+           pg_catalog.max(w.date_done) FILTER (WHERE w.status = 'failure')
+    FROM w
+    GROUP BY w.task_type
+    ORDER BY w.task_type;
+END
+$fn$;
+COMMENT ON FUNCTION jobs._summary_rows(integer) IS
+    'Per task type statistics over the visible jobs created in the last days days (internal; see jobs.summary()).';
+
+-- Global statistics: run as the extension owner, so RLS does not narrow them.
+CREATE FUNCTION jobs._summary_global(days integer) RETURNS SETOF jobs.task_summary
+    LANGUAGE sql STABLE SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+AS $fn$
+    SELECT * FROM jobs._summary_rows(days)
+$fn$;
+COMMENT ON FUNCTION jobs._summary_global(integer) IS
+    'Per task type statistics over every job; executable by jobs_monitor, pg_monitor and jobs_admin only (internal).';
+
+CREATE FUNCTION jobs.summary(days integer DEFAULT 30) RETURNS SETOF jobs.task_summary
+    LANGUAGE plpgsql STABLE
+    SET search_path = pg_catalog, pg_temp
+AS $fn$
+BEGIN
+    -- Monitors (members of a role granted the global helper) get every job.
+    IF pg_catalog.has_function_privilege('jobs._summary_global(integer)', 'EXECUTE') THEN
+        RETURN QUERY SELECT * FROM jobs._summary_global(days);
+    ELSE
+        RETURN QUERY SELECT * FROM jobs._summary_rows(days);
+    END IF;
+END
+$fn$;
+COMMENT ON FUNCTION jobs.summary(integer) IS
+    'Per task type: total, pending (incl. started), success and failure counts, average duration and wait, last run, success and failure, over the jobs created in the last days days (1 to 365). Global for monitors (jobs_monitor, pg_monitor, admins), else over the jobs the caller can see.';
+
+-- Run and acknowledge ------------------------------------------------------
+
+CREATE FUNCTION jobs.run(task_type text) RETURNS jsonb
+    LANGUAGE plpgsql VOLATILE
+    SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    tt  jobs.task_type;
+    j   jobs.job;
+BEGIN
+    IF NOT jobs._is_admin() THEN
+        RAISE EXCEPTION 'permission denied to trigger tasks manually'
+            USING ERRCODE = '42501',
+                  HINT = 'Only superusers and members of jobs_admin may use jobs.run().';
+    END IF;
+    SELECT t.* INTO tt FROM jobs.task_type t WHERE t.name = run.task_type;
+    IF NOT FOUND OR NOT tt.runnable OR NOT tt.tracked THEN
+        RAISE EXCEPTION 'Task type ''%'' cannot be manually triggered', coalesce(run.task_type, 'NULL')
+            USING ERRCODE = '22023',
+                  DETAIL = CASE WHEN tt.name IS NULL THEN 'The task type is not registered.'
+                                WHEN NOT tt.runnable THEN 'The task type is not in the allowlist.'
+                                ELSE 'The task type is not tracked, so no job would be stored.' END,
+                  HINT = 'Admins allow it with jobs.register_task_type(..., runnable => true).';
+    END IF;
+    j := jobs.enqueue(tt.name, tt.run_input, 'manual', CURRENT_USER);
+    RETURN pg_catalog.jsonb_build_object('task_id', j.task_id);
+END
+$fn$;
+COMMENT ON FUNCTION jobs.run(text) IS
+    'Triggers an allowlisted (runnable) task type now with its run_input, owned by the caller; returns {"task_id": ...} (admins only).';
+
+/*
+ * Mark jobs as acknowledged (dismissed from the task list).  An UPDATE that
+ * meets a job a concurrent report is moving into history fails with
+ * PostgreSQL's serialization error (the row moved to another partition); the
+ * statement is then retried with a new snapshot, which sees the finished row.
+ */
+CREATE FUNCTION jobs.acknowledge(tasks bigint[] DEFAULT NULL, "all" boolean DEFAULT false)
+    RETURNS jsonb
+    LANGUAGE plpgsql VOLATILE
+    SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    every   boolean := coalesce(acknowledge."all", false);
+    bad     text;
+    changed bigint;
+    tries   integer := 0;
+BEGIN
+    IF NOT pg_catalog.has_column_privilege('jobs.job', 'acknowledged', 'UPDATE') THEN
+        RAISE EXCEPTION 'permission denied to acknowledge tasks'
+            USING ERRCODE = '42501',
+                  HINT = 'Acknowledging needs the change permission: UPDATE on column acknowledged of jobs.job.';
+    END IF;
+    IF tasks IS NOT NULL AND every THEN
+        RAISE EXCEPTION 'pass either tasks or all => true, not both'
+            USING ERRCODE = '22023';
+    END IF;
+    IF tasks IS NULL AND NOT every THEN
+        RAISE EXCEPTION 'nothing to acknowledge'
+            USING ERRCODE = '22023',
+                  HINT = 'Pass the ids of the tasks to acknowledge, or all => true.';
+    END IF;
+    IF NOT every THEN
+        IF pg_catalog.cardinality(tasks) = 0 THEN
+            RAISE EXCEPTION 'tasks must list at least one task id'
+                USING ERRCODE = '22023';
+        END IF;
+        IF pg_catalog.array_position(tasks, NULL) IS NOT NULL THEN
+            RAISE EXCEPTION 'task ids must not be null'
+                USING ERRCODE = '22023';
+        END IF;
+        SELECT pg_catalog.string_agg(d.id::text, ', ' ORDER BY d.id) INTO bad
+        FROM (SELECT u.id FROM pg_catalog.unnest(tasks) AS u(id)
+              GROUP BY u.id HAVING pg_catalog.count(*) > 1) d;
+        IF bad IS NOT NULL THEN
+            RAISE EXCEPTION 'task ids must be listed once'
+                USING ERRCODE = '22023',
+                      DETAIL = pg_catalog.format('Listed more than once: %s.', bad);
+        END IF;
+        SELECT pg_catalog.string_agg(u.id::text, ', ' ORDER BY u.id) INTO bad
+        FROM pg_catalog.unnest(tasks) AS u(id)
+        WHERE NOT EXISTS (SELECT 1 FROM jobs.job j WHERE j.id = u.id);
+        IF bad IS NOT NULL THEN
+            RAISE EXCEPTION 'unknown task ids: %', bad
+                USING ERRCODE = '22023',
+                      HINT = 'The ids are unknown, or of jobs that belong to another role; nothing was acknowledged.';
+        END IF;
+    END IF;
+
+    LOOP
+        BEGIN
+            UPDATE jobs.job j SET acknowledged = true
+            WHERE (every OR j.id = ANY (tasks)) AND NOT j.acknowledged;
+            GET DIAGNOSTICS changed = ROW_COUNT;
+            EXIT;
+        EXCEPTION WHEN serialization_failure THEN
+            tries := tries + 1;
+            IF tries >= 10 THEN
+                RAISE;
+            END IF;
+        END;
+    END LOOP;
+    RETURN pg_catalog.jsonb_build_object('result', changed);
+END
+$fn$;
+COMMENT ON FUNCTION jobs.acknowledge(bigint[], boolean) IS
+    'Acknowledges the listed tasks (each visible, listed once) or all visible unacknowledged ones; returns {"result": rows changed}. Needs UPDATE on jobs.job(acknowledged).';
+
+-- Grants: the API is for everyone (RLS and the checks inside decide); the
+-- two definer helpers only for the roles they serve.
+REVOKE ALL ON FUNCTION
+    jobs._document_id(jsonb), jobs._related_document_ids(jsonb), jobs._task_where(),
+    jobs._task_args(text[], text[], text[], boolean, boolean, text, text, text, name,
+                    timestamptz, timestamptz),
+    jobs._api_version(),
+    jobs.tasks(integer, integer, text[], text[], text[], boolean, boolean, text, text, text,
+               name, timestamptz, timestamptz, text),
+    jobs.status_counts(text[], text[], text[], boolean, boolean, text, text, text, name,
+                       timestamptz, timestamptz),
+    jobs.active(), jobs._v9_type(text), jobs._v9_result(jsonb), jobs._documents_relation(),
+    jobs._column_type(regclass, name), jobs._document_lookup(regclass, bigint),
+    jobs._document_for_admin(bigint), jobs._duplicate_documents(jsonb),
+    jobs.tasks_v9(text, text, text), jobs.set_documents_relation(regclass),
+    jobs._summary_rows(integer), jobs._summary_global(integer), jobs.summary(integer),
+    jobs.run(text), jobs.acknowledge(bigint[], boolean)
+    FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION
+    jobs._document_id(jsonb), jobs._related_document_ids(jsonb), jobs._task_where(),
+    jobs._task_args(text[], text[], text[], boolean, boolean, text, text, text, name,
+                    timestamptz, timestamptz),
+    jobs._api_version(),
+    jobs.tasks(integer, integer, text[], text[], text[], boolean, boolean, text, text, text,
+               name, timestamptz, timestamptz, text),
+    jobs.status_counts(text[], text[], text[], boolean, boolean, text, text, text, name,
+                       timestamptz, timestamptz),
+    jobs.active(), jobs._v9_type(text), jobs._v9_result(jsonb), jobs._documents_relation(),
+    jobs._column_type(regclass, name), jobs._document_lookup(regclass, bigint),
+    jobs._duplicate_documents(jsonb), jobs.tasks_v9(text, text, text),
+    jobs.set_documents_relation(regclass), jobs._summary_rows(integer), jobs.summary(integer),
+    jobs.run(text), jobs.acknowledge(bigint[], boolean)
+    TO PUBLIC;
+-- Global statistics are for system monitoring; admins see everything anyway.
+GRANT EXECUTE ON FUNCTION jobs._summary_global(integer) TO jobs_monitor, pg_monitor, jobs_admin;
+-- Admins see every document (see jobs._duplicate_documents()).
+GRANT EXECUTE ON FUNCTION jobs._document_for_admin(bigint) TO jobs_admin;
+-- The v10 rows are every visible job (security_invoker: RLS of the caller).
+GRANT SELECT ON jobs.task_v10 TO PUBLIC;
+
 
 -- 10. Per-job logs ------------------------------------------------------
 

@@ -63,3 +63,18 @@ ORDER BY id;
 
 \echo '== where the rows live: the hot partition holds only unfinished jobs'
 SELECT tableoid::regclass AS partition, count(*) FROM jobs.job GROUP BY 1 ORDER BY 1;
+
+\echo '== monitoring: the v10 task list (page 1 of 2), as PostgREST serves GET /rpc/tasks'
+SELECT jsonb_pretty(jsonb_set(p, '{results}', (SELECT jsonb_agg(r - '{input_data,date_created,date_started,date_done}'::text[])
+                                               FROM jsonb_array_elements(p->'results') r)))
+FROM jobs.tasks(page_size => 2) p;
+\echo '== monitoring: status counts, active jobs, summary of the last 7 days'
+SELECT jobs.status_counts();
+SELECT task_id, task_type_display, status_display FROM jobs.active();
+SELECT task_type, total_count, pending_count, success_count, failure_count,
+       round(avg_duration_seconds::numeric, 2) AS avg_run_s, round(avg_wait_time_seconds::numeric, 2) AS avg_wait_s
+FROM jobs.summary(7);
+\echo '== monitoring: the legacy v9 list (Accept: application/json; version=9)'
+SELECT id, task_id, task_name, type, status, result, related_document FROM jobs.tasks_v9();
+\echo '== monitoring: acknowledge every job (the change permission: UPDATE on jobs.job.acknowledged)'
+SELECT jobs.acknowledge("all" => true);

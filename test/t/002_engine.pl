@@ -1,0 +1,208 @@
+# The execution engine under failure: a worker killed with SIGKILL (crash
+# restart), a worker terminated, an immediate stop, the launcher terminated,
+# a normal stop within and beyond the shutdown grace period, timeouts,
+# expired leases, and too few background worker slots.  In every case no job
+# is lost, none finishes twice, and attempts are counted.
+use strict;
+use warnings;
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+
+my $node = PostgreSQL::Test::Cluster->new('engine');
+$node->init;
+$node->append_conf('postgresql.conf', q{
+shared_preload_libraries = 'pg_jobs'
+pg_jobs.database = 'postgres'
+pg_jobs.workers = 2
+pg_jobs.retry_base_delay = 50ms
+pg_jobs.maintenance_interval = 100ms
+pg_jobs.poll_interval = 200ms
+pg_jobs.shutdown_grace = 5s
+restart_after_crash = on
+});
+$node->start;
+
+$node->safe_psql('postgres', q{
+	CREATE EXTENSION pg_jobs;
+	CREATE TABLE effects (task_id text, attempt int);
+	-- Records its attempt, then sleeps input.seconds on the attempts listed
+	-- in input.sleep_on (all attempts when absent).
+	CREATE FUNCTION work(job jobs.job) RETURNS jsonb LANGUAGE plpgsql AS $$
+	BEGIN
+		INSERT INTO effects VALUES (job.task_id, job.attempts);
+		IF NOT job.input ? 'sleep_on' OR job.input->'sleep_on' @> to_jsonb(job.attempts) THEN
+			PERFORM pg_sleep((job.input->>'seconds')::float8);
+		END IF;
+		RETURN jsonb_build_object('attempt', job.attempts);
+	END $$;
+	SELECT jobs.register_task_type('work', 'work(jobs.job)', max_attempts => 2);
+	SELECT jobs.register_task_type('work_once', 'work(jobs.job)', max_attempts => 1);
+	SELECT jobs.register_task_type('work_timeout', 'work(jobs.job)', timeout => '500 ms');
+	SELECT jobs.register_task_type('remote', queue => 'remote', max_attempts => 2);
+});
+
+sub enqueue
+{
+	my ($type, $task_id, $input) = @_;
+	$node->safe_psql('postgres',
+		"SELECT jobs.enqueue('$type', '$input', task_id => '$task_id')");
+}
+
+sub wait_status
+{
+	my ($task_id, $status) = @_;
+	ok( $node->poll_query_until('postgres',
+			"SELECT status = '$status' FROM jobs.job WHERE task_id = '$task_id'"),
+		"$task_id reaches $status");
+}
+
+sub worker_pid
+{
+	my ($task_id) = @_;
+	$node->poll_query_until('postgres',
+		"SELECT count(*) = 1 FROM jobs._worker_slots() w JOIN jobs.job j ON j.id = w.job_id "
+		  . "WHERE j.task_id = '$task_id' AND j.status = 'started'")
+	  or die "no worker is running $task_id";
+	return $node->safe_psql('postgres',
+		"SELECT w.pid FROM jobs._worker_slots() w JOIN jobs.job j ON j.id = w.job_id "
+		  . "WHERE j.task_id = '$task_id'");
+}
+
+sub job
+{
+	my ($task_id, $cols) = @_;
+	return $node->safe_psql('postgres',
+		"SELECT $cols FROM jobs.job WHERE task_id = '$task_id'");
+}
+
+sub effects
+{
+	my ($task_id) = @_;
+	return $node->safe_psql('postgres',
+		"SELECT coalesce(string_agg(attempt::text, ',' ORDER BY attempt), '') "
+		  . "FROM effects WHERE task_id = '$task_id'");
+}
+
+# 1. SIGKILL of a worker mid-job: the server restarts after the crash, the
+# job is retried once and its first attempt's work is gone.
+enqueue('work', 'kill9', '{"seconds": 60, "sleep_on": [1]}');
+my $pid = worker_pid('kill9');
+kill 'KILL', $pid;
+wait_status('kill9', 'success');
+is(job('kill9', 'attempts'), '2', 'SIGKILL: the job was retried once');
+is(effects('kill9'), '2', 'SIGKILL: only the successful attempt left its work');
+like(job('kill9', "last_error->>'error_type'"), qr/WorkerLost/,
+	'SIGKILL: the lost attempt is recorded');
+ok($node->log_contains('terminated by signal 9'), 'SIGKILL: the server saw the crash');
+
+# 2. pg_terminate_backend of a worker: out of attempts, the job fails with
+# the reason, and nothing it did remains.
+enqueue('work_once', 'terminated', '{"seconds": 60}');
+$pid = worker_pid('terminated');
+$node->safe_psql('postgres', "SELECT pg_terminate_backend($pid)");
+wait_status('terminated', 'failure');
+is(job('terminated', "result->>'error_type'"), 'WorkerLost',
+	'terminated worker: the job failed as lost');
+is(effects('terminated'), '', 'terminated worker: its work was rolled back');
+
+# 3. Immediate stop with a job running: reconciled at the next start.
+enqueue('work', 'immediate', '{"seconds": 60, "sleep_on": [1]}');
+worker_pid('immediate');
+$node->stop('immediate');
+$node->start;
+wait_status('immediate', 'success');
+is(job('immediate', 'attempts'), '2', 'immediate stop: retried once after the restart');
+is(effects('immediate'), '2', 'immediate stop: the interrupted attempt left nothing');
+
+# 4. Terminating only the launcher does not disturb a running job, and the
+# restarted launcher adopts the workers instead of starting more.
+enqueue('work', 'launcher', '{"seconds": 2}');
+worker_pid('launcher');
+my $launcher = $node->safe_psql('postgres',
+	"SELECT pid FROM pg_stat_activity WHERE backend_type = 'pg_jobs launcher'");
+$node->safe_psql('postgres', "SELECT pg_terminate_backend($launcher)");
+ok( $node->poll_query_until('postgres',
+		"SELECT count(*) = 1 FROM pg_stat_activity WHERE backend_type = 'pg_jobs launcher' "
+		  . "AND pid <> $launcher"),
+	'launcher: restarted by the postmaster');
+wait_status('launcher', 'success');
+is(job('launcher', 'attempts'), '1', 'launcher: the running job finished on its first attempt');
+is($node->safe_psql('postgres',
+		"SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'pg_jobs worker'"),
+	'2', 'launcher: still exactly two workers');
+
+# 5. A normal stop lets a running handler finish within the grace period...
+enqueue('work', 'graceful', '{"seconds": 1}');
+worker_pid('graceful');
+$node->stop('fast');
+$node->start;
+is(job('graceful', 'status'), 'success', 'graceful stop: the handler finished before shutdown');
+is(job('graceful', 'attempts'), '1', 'graceful stop: on its first attempt');
+
+# ... and requeues one that runs past it, without losing an attempt's work.
+$node->append_conf('postgresql.conf', "pg_jobs.shutdown_grace = 300ms");
+$node->reload;
+enqueue('work_once', 'beyond_grace', '{"seconds": 60, "sleep_on": [1]}');
+worker_pid('beyond_grace');
+$node->stop('fast');
+$node->start;
+is(job('beyond_grace', "last_error->>'error_type'"), 'shutdown',
+	'beyond grace: the job was requeued on shutdown');
+wait_status('beyond_grace', 'success');
+is(effects('beyond_grace'), '2', 'beyond grace: only the rerun left its work');
+
+# 6. A handler that exceeds its timeout is stopped and fails, saying so.
+enqueue('work_timeout', 'slow', '{"seconds": 60}');
+wait_status('slow', 'failure');
+is(job('slow', "result->>'error_message'"), 'timed out after 500 ms',
+	'timeout: the failure says after how long');
+is(effects('slow'), '', 'timeout: the handler\'s work was rolled back');
+
+# 7. An external claim whose lease expires (backdated, not slept) is
+# requeued by the launcher; the stale worker's report changes nothing.
+enqueue('remote', 'leased', '{}');
+$node->safe_psql('postgres', "SELECT jobs.claim('remote', 1, 'w1', '1 hour')");
+$node->safe_psql('postgres',
+	"UPDATE jobs.job SET lease_until = now() - interval '1 second' WHERE task_id = 'leased'");
+wait_status('leased', 'pending');
+my ($ret, $out, $err) = $node->psql('postgres', "SELECT jobs.succeed('leased', '{}')");
+like($err, qr/cannot go from pending to success/, 'lease: the late report is refused');
+is(job('leased', 'attempts || status'), '1pending', 'lease: the job waits for a new claim');
+
+# No job finished twice: one successful attempt's work per successful job.
+is($node->safe_psql('postgres', q{
+	SELECT count(*) FROM jobs.job j
+	WHERE j.status = 'success'
+	  AND (SELECT count(*) FROM effects e WHERE e.task_id = j.task_id) <> 1}),
+	'0', 'every successful job took effect exactly once');
+
+$node->stop;
+
+# 8. Too few background worker slots: jobs wait, the log says so once.
+my $small = PostgreSQL::Test::Cluster->new('small');
+$small->init;
+$small->append_conf('postgresql.conf', q{
+shared_preload_libraries = 'pg_jobs'
+pg_jobs.database = 'postgres'
+pg_jobs.workers = 4
+pg_jobs.maintenance_interval = 50ms
+max_worker_processes = 3
+});
+$small->start;
+$small->safe_psql('postgres', q{
+	CREATE EXTENSION pg_jobs;
+	CREATE FUNCTION noop(job jobs.job) RETURNS jsonb LANGUAGE sql RETURN '{}'::jsonb;
+	SELECT jobs.register_task_type('noop', 'noop(jobs.job)');
+	SELECT jobs.enqueue('noop', task_id => 'n' || i) FROM generate_series(1, 5) i;
+});
+ok( $small->poll_query_until('postgres',
+		"SELECT count(*) = 5 FROM jobs.job WHERE status = 'success'"),
+	'slots: jobs still run on the workers that could start');
+sleep(1);    # many launcher rounds at 50 ms
+my $log = slurp_file($small->logfile);
+my @said = ($log =~ /no background worker slot is free/g);
+is(scalar(@said), 1, 'slots: the shortage is logged once, not in a loop');
+$small->stop;
+
+done_testing();
