@@ -26,5 +26,7 @@ void		_PG_init(void);
 void
 _PG_init(void)
 {
+	/* components define their GUCs before the prefix is reserved */
+	PgJobsLogsInit();
 	MarkGUCPrefixReserved("pg_jobs");
 }
