@@ -273,7 +273,7 @@ lookup_job(const char *task_id, char **owner)
 				 "WHERE j.task_id OPERATOR(pg_catalog.=) $1",
 				 1, argtypes);
 	args[0] = CStringGetTextDatum(task_id);
-	ret = SPI_execute_plan(job_plan, args, NULL, true, 1);
+	ret = SPI_execute_plan(job_plan, args, NULL, false, 1);
 	if (ret != SPI_OK_SELECT)
 		elog(ERROR, "pg_jobs: job lookup failed: %s", SPI_result_code_string(ret));
 	if (SPI_processed == 0)
@@ -370,7 +370,7 @@ notify_followers(int64 job_id, int64 entry_id, Datum at, int level,
 				 "FROM jobs.log_follower WHERE job_id OPERATOR(pg_catalog.=) $1",
 				 1, argtypes);
 	args[0] = Int64GetDatum(job_id);
-	ret = SPI_execute_plan(followers_plan, args, NULL, true, 0);
+	ret = SPI_execute_plan(followers_plan, args, NULL, false, 0);
 	if (ret != SPI_OK_SELECT)
 		elog(ERROR, "pg_jobs: follower lookup failed: %s", SPI_result_code_string(ret));
 	if (SPI_processed == 0)
@@ -435,7 +435,7 @@ insert_entry(int64 job_id, int32 seq, TimestampTz at, int level,
 
 	prepare_plan(&insert_plan,
 				 "INSERT INTO jobs.job_log (job_id, at, level, source, message, fields, seq) "
-				 "VALUES ($1, pg_catalog.coalesce($2, pg_catalog.clock_timestamp()), "
+				 "VALUES ($1, COALESCE($2, pg_catalog.clock_timestamp()), "
 				 "$3, $4, $5, $6, $7) RETURNING id, at",
 				 7, argtypes);
 	args[0] = Int64GetDatum(job_id);
@@ -505,7 +505,7 @@ PgJobsLogWrite(int64 job_id, int level, const char *source,
 				 "ORDER BY l.id DESC LIMIT 1",
 				 1, argtypes);
 	args[0] = Int64GetDatum(job_id);
-	ret = SPI_execute_plan(last_plan, args, NULL, true, 1);
+	ret = SPI_execute_plan(last_plan, args, NULL, false, 1);
 	if (ret != SPI_OK_SELECT)
 		elog(ERROR, "pg_jobs: log lookup failed: %s", SPI_result_code_string(ret));
 	if (SPI_processed > 0)
@@ -659,7 +659,7 @@ pg_jobs_follow(PG_FUNCTION_ARGS)
 	if (PG_ARGISNULL(0))
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("task id must not be null")));
+				 errmsg("task id must not be empty")));
 	task_id = text_to_cstring(PG_GETARG_TEXT_PP(0));
 	min_level = check_level(PG_ARGISNULL(1) ? NULL : PG_GETARG_TEXT_PP(1),
 							PGJOBS_LOG_DEBUG);
@@ -707,7 +707,7 @@ pg_jobs_follow(PG_FUNCTION_ARGS)
 					 "WHERE pid OPERATOR(pg_catalog.=) $1",
 					 1, pidtype);
 		args[0] = Int32GetDatum(MyProcPid);
-		ret = SPI_execute_plan(count_followers_plan, args, NULL, true, 1);
+		ret = SPI_execute_plan(count_followers_plan, args, NULL, false, 1);
 		if (ret != SPI_OK_SELECT)
 			elog(ERROR, "pg_jobs: follower count failed: %s", SPI_result_code_string(ret));
 		{
