@@ -141,6 +141,9 @@ SELECT jobs.unfollow((SELECT channel FROM jobs.log_follower WHERE task_id = 'log
 SELECT task_id FROM jobs.log_follower;
 SELECT jobs.unfollow();
 SELECT count(*) FROM jobs.log_follower;
+-- at most 100 filters per session
+SELECT count(jobs.follow('log-1')) FROM generate_series(1, 100);
+SELECT try($$SELECT jobs.follow('log-1')$$);
 ROLLBACK;
 SELECT jobs.unfollow('pg_jobs_log_00000000000000000000000000000000');
 

@@ -717,7 +717,7 @@ pg_jobs_follow(PG_FUNCTION_ARGS)
 
 			if (n >= MAX_FOLLOWERS_PER_SESSION)
 				ereport(ERROR,
-						(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+						(errcode(ERRCODE_INSUFFICIENT_RESOURCES),
 						 errmsg("too many log followers in this session"),
 						 errdetail("A session may follow at most %d logs at a time.",
 								   MAX_FOLLOWERS_PER_SESSION),
