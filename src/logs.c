@@ -19,6 +19,12 @@
  * concurrency the cap can be overshot by at most the number of writers;
  * it bounds runaway handlers, it is not an exact quota.
  *
+ * Per-(sub)transaction caches keep a batch of writes cheap: the job found
+ * for a task id (per role), and the seq this backend last wrote for a job.
+ * Both are keyed on the local transaction id and the subtransaction id, so
+ * they never outlive what they describe: a rolled-back subtransaction's
+ * writes are never trusted, and other transactions always look again.
+ *
  * Following: jobs.follow() records a filter (job, minimum level, source) in
  * the unlogged table jobs.log_follower under a random channel name, and
  * LISTENs on it in the caller's session.  A write looks the job up in that
@@ -47,6 +53,7 @@
 #include <limits.h>
 
 #include "access/htup_details.h"
+#include "access/xact.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_class.h"
 #include "catalog/pg_type.h"
@@ -56,6 +63,7 @@
 #include "lib/stringinfo.h"
 #include "mb/pg_wchar.h"
 #include "miscadmin.h"
+#include "storage/proc.h"
 #include "storage/procarray.h"
 #include "utils/builtins.h"
 #include "utils/datetime.h"
@@ -63,6 +71,7 @@
 #include "utils/json.h"
 #include "utils/jsonb.h"
 #include "utils/lsyscache.h"
+#include "utils/memutils.h"
 #include "utils/syscache.h"
 #include "utils/timestamp.h"
 
@@ -94,6 +103,31 @@ char	   *PgJobsRunningTaskId = NULL;
 static const char *const level_names[PGJOBS_LOG_NLEVELS] = {
 	"debug", "info", "notice", "warning", "error"
 };
+
+/* jobs.log(): the job found for a task id in this (sub)transaction */
+typedef struct JobCache
+{
+	LocalTransactionId lxid;
+	SubTransactionId subxid;
+	Oid			userid;
+	int64		job_id;
+	bool		has_owner;
+	NameData	owner;
+	char	   *task_id;		/* in TopMemoryContext */
+} JobCache;
+
+/* PgJobsLogWrite(): the last entry this backend wrote, per (sub)transaction */
+typedef struct SeqCache
+{
+	LocalTransactionId lxid;
+	SubTransactionId subxid;
+	int64		job_id;
+	int32		last_seq;
+	bool		last_is_note;
+} SeqCache;
+
+static JobCache job_cache = {InvalidLocalTransactionId};
+static SeqCache seq_cache = {InvalidLocalTransactionId};
 
 /* SPI plans, prepared once per backend */
 static SPIPlanPtr last_plan = NULL;
@@ -464,6 +498,43 @@ insert_entry(int64 job_id, int32 seq, TimestampTz at, int level,
 }
 
 /*
+ * newest_entry
+ *		Position of the job's newest entry (0 when there is none), and
+ *		whether it is the cap note.  Must be called inside SPI.
+ */
+static int32
+newest_entry(int64 job_id, bool *is_note)
+{
+	Oid			argtypes[1] = {INT8OID};
+	Datum		args[1];
+	int32		seq = 0;
+	int			ret;
+
+	*is_note = false;
+	prepare_plan(&last_plan,
+				 "SELECT l.seq, l.source IS NOT DISTINCT FROM '" LOG_SOURCE_PGJOBS "' "
+				 "AND l.fields OPERATOR(pg_catalog.?) 'max_entries' "
+				 "FROM jobs.job_log l WHERE l.job_id OPERATOR(pg_catalog.=) $1 "
+				 "ORDER BY l.id DESC LIMIT 1",
+				 1, argtypes);
+	args[0] = Int64GetDatum(job_id);
+	ret = SPI_execute_plan(last_plan, args, NULL, false, 1);
+	if (ret != SPI_OK_SELECT)
+		elog(ERROR, "pg_jobs: log lookup failed: %s", SPI_result_code_string(ret));
+	if (SPI_processed > 0)
+	{
+		bool		isnull;
+		Datum		d;
+
+		d = heap_getattr(SPI_tuptable->vals[0], 1, SPI_tuptable->tupdesc, &isnull);
+		seq = isnull ? 0 : DatumGetInt32(d);
+		d = heap_getattr(SPI_tuptable->vals[0], 2, SPI_tuptable->tupdesc, &isnull);
+		*is_note = !isnull && DatumGetBool(d);
+	}
+	return seq;
+}
+
+/*
  * PgJobsLogWrite
  *		Append an entry to the log of job_id, applying the cap and notifying
  *		followers.  The one path by which entries are written.
@@ -484,9 +555,6 @@ PgJobsLogWrite(int64 job_id, int level, const char *source,
 	int32		last_seq = 0;
 	bool		last_is_note = false;
 	int			cap = PgJobsLogMaxEntries;
-	Oid			argtypes[1] = {INT8OID};
-	Datum		args[1];
-	int			ret;
 
 	Assert(level >= 0 && level < PGJOBS_LOG_NLEVELS);
 
@@ -498,30 +566,23 @@ PgJobsLogWrite(int64 job_id, int level, const char *source,
 		elog(ERROR, "pg_jobs: SPI_connect failed");
 
 	/* the job's newest entry: its position and whether it is the cap note */
-	prepare_plan(&last_plan,
-				 "SELECT l.seq, l.source IS NOT DISTINCT FROM '" LOG_SOURCE_PGJOBS "' "
-				 "AND l.fields OPERATOR(pg_catalog.?) 'max_entries' "
-				 "FROM jobs.job_log l WHERE l.job_id OPERATOR(pg_catalog.=) $1 "
-				 "ORDER BY l.id DESC LIMIT 1",
-				 1, argtypes);
-	args[0] = Int64GetDatum(job_id);
-	ret = SPI_execute_plan(last_plan, args, NULL, false, 1);
-	if (ret != SPI_OK_SELECT)
-		elog(ERROR, "pg_jobs: log lookup failed: %s", SPI_result_code_string(ret));
-	if (SPI_processed > 0)
+	if (seq_cache.lxid == MyProc->lxid &&
+		seq_cache.subxid == GetCurrentSubTransactionId() &&
+		seq_cache.job_id == job_id)
 	{
-		bool		isnull;
-		Datum		d;
-
-		d = heap_getattr(SPI_tuptable->vals[0], 1, SPI_tuptable->tupdesc, &isnull);
-		last_seq = isnull ? 0 : DatumGetInt32(d);
-		d = heap_getattr(SPI_tuptable->vals[0], 2, SPI_tuptable->tupdesc, &isnull);
-		last_is_note = !isnull && DatumGetBool(d);
+		last_seq = seq_cache.last_seq;
+		last_is_note = seq_cache.last_is_note;
 	}
+	else
+		last_seq = newest_entry(job_id, &last_is_note);
 
 	if (cap == 0 || last_seq < cap)
+	{
 		entry_id = insert_entry(job_id, last_seq + 1, at, level, source,
 								message, fields);
+		last_seq++;
+		last_is_note = false;
+	}
 	else if (!last_is_note && last_seq < INT_MAX)
 	{
 		/* the first entry over the cap: note it once, drop the entry */
@@ -534,7 +595,15 @@ PgJobsLogWrite(int64 job_id, int level, const char *source,
 														 CStringGetDatum(psprintf("{\"max_entries\": %d}", cap))));
 		(void) insert_entry(job_id, last_seq + 1, 0, PGJOBS_LOG_WARNING,
 							LOG_SOURCE_PGJOBS, note, note_fields);
+		last_seq++;
+		last_is_note = true;
 	}
+
+	seq_cache.lxid = MyProc->lxid;
+	seq_cache.subxid = GetCurrentSubTransactionId();
+	seq_cache.job_id = job_id;
+	seq_cache.last_seq = last_seq;
+	seq_cache.last_is_note = last_is_note;
 
 	SPI_finish();
 	SetUserIdAndSecContext(save_userid, save_sec);
@@ -573,10 +642,33 @@ pg_jobs_log(PG_FUNCTION_ARGS)
 					 errhint("Pass task_id; it defaults to the running job only inside a handler run by pg_jobs.")));
 	}
 
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "pg_jobs: SPI_connect failed");
-	job_id = lookup_job(task_id, &owner);
-	SPI_finish();
+	if (job_cache.lxid == MyProc->lxid &&
+		job_cache.subxid == GetCurrentSubTransactionId() &&
+		job_cache.userid == GetUserId() &&
+		strcmp(job_cache.task_id, task_id) == 0)
+	{
+		job_id = job_cache.job_id;
+		owner = job_cache.has_owner ? NameStr(job_cache.owner) : NULL;
+	}
+	else
+	{
+		if (SPI_connect() != SPI_OK_CONNECT)
+			elog(ERROR, "pg_jobs: SPI_connect failed");
+		job_id = lookup_job(task_id, &owner);
+		SPI_finish();
+
+		job_cache.lxid = InvalidLocalTransactionId;
+		if (job_cache.task_id)
+			pfree(job_cache.task_id);
+		job_cache.task_id = MemoryContextStrdup(TopMemoryContext, task_id);
+		job_cache.job_id = job_id;
+		job_cache.has_owner = (owner != NULL);
+		if (owner)
+			namestrcpy(&job_cache.owner, owner);
+		job_cache.userid = GetUserId();
+		job_cache.subxid = GetCurrentSubTransactionId();
+		job_cache.lxid = MyProc->lxid;
+	}
 
 	if (!PgJobsMayActFor(GetUserId(), owner))
 		ereport(ERROR,
