@@ -114,6 +114,36 @@ unlike($received, qr/Asynchronous notification/, 'nothing arrives after unfollow
 $follower->quit;
 $noise->quit;
 
+# Visibility is checked again for every entry: alice follows her team's
+# job; once she leaves the team she receives nothing more from it.
+$node->safe_psql('postgres', q{
+	CREATE ROLE tap_team NOLOGIN;
+	GRANT tap_team TO tap_alice;
+	SELECT jobs.enqueue('ocr', owner => 'tap_team', task_id => 'job-t');
+	SELECT jobs.enqueue('ocr', owner => 'tap_alice', task_id => 'job-m');
+});
+my $member = $node->background_psql('postgres');
+$member->query_safe('SET ROLE tap_alice');
+$member->query_safe(q{SELECT jobs.follow('job-t')});
+$member->query_safe(q{SELECT jobs.follow('job-m')});
+$node->safe_psql('postgres', q{
+	SELECT jobs.log('t1 while a member', task_id => 'job-t');
+	REVOKE tap_team FROM tap_alice;
+});
+$node->safe_psql('postgres', q{
+	SELECT jobs.log('t2 after leaving', task_id => 'job-t');
+	SELECT jobs.log('m1 marker', task_id => 'job-m');
+});
+$received = '';
+$deadline = time() + $PostgreSQL::Test::Utils::timeout_default;
+while ($received !~ /m1 marker/ && time() < $deadline)
+{
+	$received .= $member->query_safe('SELECT 1');
+}
+like($received, qr/t1 while a member.*m1 marker/s, 'a member follows the team\'s job');
+unlike($received, qr/t2 after leaving/, 'after leaving the team, its job\'s entries no longer arrive');
+$member->quit;
+
 # The external runner reports a failure: the entries stay with the job.
 $node->safe_psql('postgres', q{
 	SELECT jobs.log('giving up', 'error', 'ocr', task_id => 'job-a');
