@@ -1712,6 +1712,281 @@ GRANT SELECT ON jobs.task_v10 TO PUBLIC;
 
 -- 10. Per-job logs ------------------------------------------------------
 
+/*
+ * Entries are written only through jobs.log() (or jobs._log_write() by job
+ * id, for admins and the engine): both end in PgJobsLogWrite (src/logs.c),
+ * which applies the per-job cap (pg_jobs.log_max_entries) and notifies
+ * followers.  Nobody but admins holds INSERT on jobs.job_log.
+ *
+ * Storage: jobs.job_log stays one table, clustered by the index
+ * (job_id, id): every read is "one job's entries in order" and every write
+ * appends at the end of one job's range.  It is not partitioned by time
+ * because one job's entries span days and history partitions are cut by
+ * date_done, which is unknown while entries are written; when retention
+ * drops a day of history it deletes that day's jobs' entries through the
+ * (job_id, id) index (jobs._purge_logs).  seq is the entry's position in
+ * its job's log, so the cap costs one index probe instead of a count.
+ */
+ALTER TABLE jobs.job_log ADD COLUMN seq integer;
+COMMENT ON COLUMN jobs.job_log.seq IS
+    'Position of the entry in its job''s log (1, 2, ...); used for the per-job cap. Concurrent writers to one job may share a value.';
+COMMENT ON COLUMN jobs.job_log.source IS
+    'Component that wrote the entry (a plugin, a subsystem); "pg_jobs" for notes of the extension itself.';
+COMMENT ON COLUMN jobs.job_log.fields IS 'Structured context of the entry (a JSON object).';
+
+/*
+ * Live followers: one row per (session, filter), keyed by a random channel
+ * name.  Unlogged: followers are sessions, which a restart ends anyway.
+ * Readable by nobody but the owner, so channel names stay secret.
+ */
+CREATE UNLOGGED TABLE jobs.log_follower (
+    channel     text PRIMARY KEY CHECK (channel ~ '^pg_jobs_log_[0-9a-f]{32}$'),
+    job_id      bigint NOT NULL,
+    task_id     text NOT NULL,
+    owner       name,
+    roleid      oid NOT NULL,
+    pid         integer NOT NULL,
+    min_level   smallint NOT NULL CHECK (min_level BETWEEN 0 AND 4),
+    source      text,
+    created_at  timestamptz NOT NULL DEFAULT pg_catalog.now()
+);
+CREATE INDEX log_follower_job ON jobs.log_follower (job_id);
+COMMENT ON TABLE jobs.log_follower IS
+    'Sessions following job logs (jobs.follow()): job, minimum level, source and the channel they LISTEN on (internal).';
+REVOKE ALL ON jobs.log_follower FROM PUBLIC;
+
+CREATE TYPE jobs.log_entry AS (
+    id          bigint,
+    task_id     text,
+    at          timestamptz,
+    level       text,
+    source      text,
+    message     text,
+    fields      jsonb
+);
+COMMENT ON TYPE jobs.log_entry IS 'One log entry as jobs.logs() returns it; id is the cursor for after_id.';
+
+CREATE TYPE jobs.log_stat AS (
+    task_id     text,
+    entries     bigint,
+    debug       bigint,
+    info        bigint,
+    notice      bigint,
+    warning     bigint,
+    error       bigint,
+    first_at    timestamptz,
+    last_at     timestamptz,
+    capped      boolean
+);
+COMMENT ON TYPE jobs.log_stat IS
+    'Summary of one job''s log: entries per level, first and last entry time, and whether the cap dropped entries.';
+
+CREATE TYPE jobs.log_source AS (
+    source      text,
+    entries     bigint,
+    first_at    timestamptz,
+    last_at     timestamptz
+);
+COMMENT ON TYPE jobs.log_source IS 'One source of a job''s log entries with its count.';
+
+CREATE FUNCTION jobs._current_task_id() RETURNS text
+    LANGUAGE c STABLE PARALLEL RESTRICTED
+    AS 'MODULE_PATHNAME', 'pg_jobs_current_task_id';
+COMMENT ON FUNCTION jobs._current_task_id() IS
+    'Task id of the job whose handler runs in this session, NULL elsewhere (jobs.log() defaults to it).';
+
+CREATE FUNCTION jobs.log(message text, level text DEFAULT 'info', source text DEFAULT NULL,
+                         fields jsonb DEFAULT NULL, task_id text DEFAULT NULL)
+    RETURNS bigint
+    LANGUAGE c VOLATILE
+    AS 'MODULE_PATHNAME', 'pg_jobs_log';
+COMMENT ON FUNCTION jobs.log(text, text, text, jsonb, text) IS
+    'Appends an entry to a job''s log (levels debug, info, notice, warning, error) and returns its id; NULL when the per-job cap dropped it. task_id defaults to the running job inside a handler.';
+
+CREATE FUNCTION jobs._log_write(job_id bigint, message text, level text DEFAULT 'info',
+                                source text DEFAULT NULL, fields jsonb DEFAULT NULL,
+                                at timestamptz DEFAULT NULL)
+    RETURNS bigint
+    LANGUAGE c VOLATILE
+    AS 'MODULE_PATHNAME', 'pg_jobs_log_write';
+COMMENT ON FUNCTION jobs._log_write(bigint, text, text, text, jsonb, timestamptz) IS
+    'Internal: appends an entry by job id (admins and the engine; the job is not looked up). Same cap and notifications as jobs.log().';
+
+CREATE FUNCTION jobs.follow(task_id text, level text DEFAULT NULL, source text DEFAULT NULL)
+    RETURNS text
+    LANGUAGE c VOLATILE
+    AS 'MODULE_PATHNAME', 'pg_jobs_follow';
+COMMENT ON FUNCTION jobs.follow(text, text, text) IS
+    'Follows a visible job''s log: LISTENs on a new channel that receives one notification per new entry at least as severe as level and from source (NULL = any); returns the channel. Effective at commit.';
+
+CREATE FUNCTION jobs.unfollow(channel text DEFAULT NULL) RETURNS integer
+    LANGUAGE c VOLATILE
+    AS 'MODULE_PATHNAME', 'pg_jobs_unfollow';
+COMMENT ON FUNCTION jobs.unfollow(text) IS
+    'Stops following one channel of this session (all when NULL) and UNLISTENs; returns how many were removed.';
+
+/*
+ * The levels at least as severe as min_level (NULL: no filter); 22023 for
+ * an unknown level.
+ */
+CREATE FUNCTION jobs._log_levels(min_level text) RETURNS text[]
+    LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE
+    SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    all_levels CONSTANT text[] := '{debug,info,notice,warning,error}';
+    pos integer;
+BEGIN
+    IF min_level IS NULL THEN
+        RETURN NULL;
+    END IF;
+    pos := pg_catalog.array_position(all_levels, min_level);
+    IF pos IS NULL THEN
+        RAISE EXCEPTION 'unknown log level "%"', min_level
+            USING ERRCODE = '22023', HINT = 'Use debug, info, notice, warning or error.';
+    END IF;
+    RETURN all_levels[pos:];
+END
+$fn$;
+COMMENT ON FUNCTION jobs._log_levels(text) IS
+    'The log levels at least as severe as the given one (NULL for NULL).';
+
+/*
+ * The id of a job the caller can see, by task id: 22023 when empty, PT404
+ * when unknown or invisible (row-level security decides).
+ */
+CREATE FUNCTION jobs._log_job(task_id text) RETURNS bigint
+    LANGUAGE plpgsql STABLE
+    SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    jid bigint;
+BEGIN
+    IF task_id IS NULL OR task_id = '' THEN
+        RAISE EXCEPTION 'task id must not be empty' USING ERRCODE = '22023';
+    END IF;
+    SELECT j.id INTO jid FROM jobs.job j WHERE j.task_id = _log_job.task_id;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'task % does not exist', task_id
+            USING ERRCODE = 'PT404',
+                  HINT = 'The task id is unknown, or the job belongs to another role.';
+    END IF;
+    RETURN jid;
+END
+$fn$;
+COMMENT ON FUNCTION jobs._log_job(text) IS
+    'Id of a visible job by task id (22023 when empty, PT404 when unknown or invisible).';
+
+CREATE FUNCTION jobs.logs(task_id text, level text DEFAULT NULL, source text DEFAULT NULL,
+                          after_id bigint DEFAULT NULL, max_rows integer DEFAULT 1000)
+    RETURNS SETOF jobs.log_entry
+    LANGUAGE plpgsql STABLE
+    SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    jid     bigint := jobs._log_job(logs.task_id);
+    levels  text[] := jobs._log_levels(logs.level);
+BEGIN
+    IF max_rows IS NULL OR max_rows < 1 THEN
+        RAISE EXCEPTION 'max_rows must be at least 1' USING ERRCODE = '22023';
+    END IF;
+    RETURN QUERY
+    SELECT l.id, logs.task_id, l.at, l.level, l.source, l.message, l.fields
+    FROM jobs.job_log l
+    WHERE l.job_id = jid
+      AND (logs.after_id IS NULL OR l.id > logs.after_id)
+      AND (levels IS NULL OR l.level = ANY (levels))
+      AND (logs.source IS NULL OR l.source = logs.source)
+    ORDER BY l.id
+    LIMIT least(logs.max_rows, 10000);
+END
+$fn$;
+COMMENT ON FUNCTION jobs.logs(text, text, text, bigint, integer) IS
+    'A job''s log entries in order: level = at least this severe, source = exactly this one, after_id = entries after this id (the cursor), at most max_rows (capped at 10000).';
+
+CREATE FUNCTION jobs.log_stats(task_id text) RETURNS jobs.log_stat
+    LANGUAGE plpgsql STABLE
+    SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    jid bigint := jobs._log_job(log_stats.task_id);
+    r   jobs.log_stat;
+BEGIN
+    SELECT log_stats.task_id, count(*),
+           count(*) FILTER (WHERE l.level = 'debug'),
+           count(*) FILTER (WHERE l.level = 'info'),
+           count(*) FILTER (WHERE l.level = 'notice'),
+           count(*) FILTER (WHERE l.level = 'warning'),
+           count(*) FILTER (WHERE l.level = 'error'),
+           min(l.at), max(l.at),
+           coalesce(bool_or(l.source = 'pg_jobs' AND l.fields ? 'max_entries'), false)
+    INTO r
+    FROM jobs.job_log l
+    WHERE l.job_id = jid;
+    RETURN r;
+END
+$fn$;
+COMMENT ON FUNCTION jobs.log_stats(text) IS
+    'Summary of a job''s log: entries in all and per level, first and last entry time, capped = the cap dropped entries.';
+
+CREATE FUNCTION jobs.log_sources(task_id text) RETURNS SETOF jobs.log_source
+    LANGUAGE plpgsql STABLE
+    SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    jid bigint := jobs._log_job(log_sources.task_id);
+BEGIN
+    RETURN QUERY
+    SELECT l.source, count(*), min(l.at), max(l.at)
+    FROM jobs.job_log l
+    WHERE l.job_id = jid
+    GROUP BY l.source
+    ORDER BY l.source NULLS LAST;
+END
+$fn$;
+COMMENT ON FUNCTION jobs.log_sources(text) IS
+    'Each source of a job''s log entries (NULL = none given) with its count and first and last entry time.';
+
+/*
+ * Retention hook: deletes the log entries of the given jobs through the
+ * (job_id, id) index; run it on a history partition's ids before dropping
+ * the partition.  Admins only.
+ */
+CREATE FUNCTION jobs._purge_logs(job_ids bigint[]) RETURNS bigint
+    LANGUAGE plpgsql VOLATILE
+    SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    n bigint;
+BEGIN
+    IF NOT jobs._is_admin() THEN
+        RAISE EXCEPTION 'permission denied to purge job logs'
+            USING ERRCODE = '42501',
+                  HINT = 'Only superusers and members of jobs_admin may purge logs.';
+    END IF;
+    DELETE FROM jobs.job_log l WHERE l.job_id = ANY (job_ids);
+    GET DIAGNOSTICS n = ROW_COUNT;
+    RETURN n;
+END
+$fn$;
+COMMENT ON FUNCTION jobs._purge_logs(bigint[]) IS
+    'Internal (retention): deletes the log entries of the given jobs; returns how many. Admins only.';
+
+-- Admins delete entries (retention); inserts go through jobs.log().
+CREATE POLICY job_log_delete ON jobs.job_log FOR DELETE
+    USING (jobs._is_admin());
+
+-- Everyone may call the log API: jobs.log checks who may write to which job,
+-- the read functions run as the caller under row-level security, follow
+-- checks visibility, and the internal helpers check for admins themselves.
+GRANT EXECUTE ON FUNCTION
+    jobs._current_task_id(), jobs.log(text, text, text, jsonb, text),
+    jobs._log_write(bigint, text, text, text, jsonb, timestamptz),
+    jobs.follow(text, text, text), jobs.unfollow(text),
+    jobs._log_levels(text), jobs._log_job(text),
+    jobs.logs(text, text, text, bigint, integer), jobs.log_stats(text),
+    jobs.log_sources(text), jobs._purge_logs(bigint[])
+    TO PUBLIC;
 
 -- User data: keep it in pg_dump output.
 SELECT pg_catalog.pg_extension_config_dump('jobs.task_type', '');

@@ -108,6 +108,8 @@ _PG_init(void)
 							GUC_UNIT_MS,
 							NULL, NULL, NULL);
 
+	/* components define their GUCs before the prefix is reserved */
+	PgJobsLogsInit();
 	MarkGUCPrefixReserved("pg_jobs");
 
 	if (!process_shared_preload_libraries_in_progress)

@@ -16,6 +16,8 @@
 #include "storage/latch.h"
 #include "storage/lwlock.h"
 #include "utils/timestamp.h"
+#include "datatype/timestamp.h"
+#include "utils/jsonb.h"
 
 /* SQLSTATEs of our own; PostgREST maps PTxyz to HTTP status xyz. */
 #define ERRCODE_PGJOBS_NOT_FOUND	MAKE_SQLSTATE('P','T','4','0','4')
@@ -104,5 +106,23 @@ extern bool PgJobsIsAdmin(Oid roleid);
 extern bool PgJobsMayActFor(Oid roleid, const char *owner);
 extern void PgJobsLockJob(int64 job_id);
 extern void PgJobsLockTaskType(const char *task_type);
+
+/* logs.c: log levels, in order of severity */
+#define PGJOBS_LOG_DEBUG			0
+#define PGJOBS_LOG_INFO				1
+#define PGJOBS_LOG_NOTICE			2
+#define PGJOBS_LOG_WARNING			3
+#define PGJOBS_LOG_ERROR			4
+#define PGJOBS_LOG_NLEVELS			5
+
+extern int	PgJobsLogMaxEntries;
+extern char *PgJobsRunningTaskId;
+extern void PgJobsLogsInit(void);
+extern int	PgJobsLogLevelFromName(const char *name);
+extern const char *PgJobsLogLevelName(int level);
+extern const char *PgJobsCurrentTaskId(void);
+extern int64 PgJobsLogWrite(int64 job_id, int level, const char *source,
+							const char *message, Jsonb *fields,
+							TimestampTz at);
 
 #endif							/* PG_JOBS_H */
