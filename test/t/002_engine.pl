@@ -18,7 +18,7 @@ pg_jobs.workers = 2
 pg_jobs.retry_base_delay = 50ms
 pg_jobs.maintenance_interval = 100ms
 pg_jobs.poll_interval = 200ms
-pg_jobs.shutdown_grace = 5s
+pg_jobs.shutdown_grace = 2s
 restart_after_crash = on
 });
 $node->start;
@@ -96,15 +96,17 @@ like(job('kill9', "last_error->>'error_type'"), qr/WorkerLost/,
 	'SIGKILL: the lost attempt is recorded');
 ok($node->log_contains('terminated by signal 9'), 'SIGKILL: the server saw the crash');
 
-# 2. pg_terminate_backend of a worker: out of attempts, the job fails with
-# the reason, and nothing it did remains.
-enqueue('work_once', 'terminated', '{"seconds": 60}');
+# 2. pg_terminate_backend of a worker is a graceful stop of that worker:
+# the handler gets the grace period, then it is interrupted, its work rolled
+# back and the job requeued; a new worker runs it again.
+enqueue('work', 'terminated', '{"seconds": 60, "sleep_on": [1]}');
 $pid = worker_pid('terminated');
 $node->safe_psql('postgres', "SELECT pg_terminate_backend($pid)");
-wait_status('terminated', 'failure');
-is(job('terminated', "result->>'error_type'"), 'WorkerLost',
-	'terminated worker: the job failed as lost');
-is(effects('terminated'), '', 'terminated worker: its work was rolled back');
+wait_status('terminated', 'success');
+is(job('terminated', 'attempts'), '2', 'terminated worker: the job ran again');
+is(job('terminated', "last_error->>'error_type'"), 'shutdown',
+	'terminated worker: the interrupted attempt is recorded');
+is(effects('terminated'), '2', 'terminated worker: the interrupted attempt left nothing');
 
 # 3. Immediate stop with a job running: reconciled at the next start.
 enqueue('work', 'immediate', '{"seconds": 60, "sleep_on": [1]}');
@@ -133,7 +135,7 @@ is($node->safe_psql('postgres',
 	'2', 'launcher: still exactly two workers');
 
 # 5. A normal stop lets a running handler finish within the grace period...
-enqueue('work', 'graceful', '{"seconds": 1}');
+enqueue('work', 'graceful', '{"seconds": 0.5}');
 worker_pid('graceful');
 $node->stop('fast');
 $node->start;
@@ -168,7 +170,7 @@ $node->safe_psql('postgres',
 wait_status('leased', 'pending');
 my ($ret, $out, $err) = $node->psql('postgres', "SELECT jobs.succeed('leased', '{}')");
 like($err, qr/cannot go from pending to success/, 'lease: the late report is refused');
-is(job('leased', 'attempts || status'), '1pending', 'lease: the job waits for a new claim');
+is(job('leased', "attempts || ' ' || status"), '1 pending', 'lease: the job waits for a new claim');
 
 # No job finished twice: one successful attempt's work per successful job.
 is($node->safe_psql('postgres', q{
