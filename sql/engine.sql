@@ -255,6 +255,36 @@ UPDATE jobs.job SET lease_until = now() - interval '1 second' WHERE task_id = 'r
 SELECT wait_done('r1');
 SELECT status, attempts, result->>'error_type' AS type FROM jobs.job WHERE task_id = 'r1';
 
+-- A handler's log: its RAISE messages and jobs.log() calls are captured
+-- (level mapped, source "handler" unless given), kept even when the handler
+-- fails and its work is rolled back, with the final error last.
+CREATE FUNCTION h_chatty(job jobs.job) RETURNS jsonb LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO public.effects (task_id, note) VALUES (job.task_id, 'rolled back on failure');
+    RAISE DEBUG 'looking at %', job.input->>'filename';
+    RAISE LOG 'a log line';
+    RAISE INFO 'an info line';
+    RAISE NOTICE 'page % of %', 1, 2;
+    RAISE WARNING 'low contrast';
+    PERFORM jobs.log('from the API', 'info', 'ocr', '{"page": 2}');
+    IF (job.input->>'fail')::boolean THEN
+        RAISE EXCEPTION 'ocr engine crashed' USING ERRCODE = 'external_routine_exception';
+    END IF;
+    RETURN jsonb_build_object('logged_id', jobs.log('last words'));
+END $$;
+SELECT name FROM jobs.register_task_type('chatty', 'h_chatty(jobs.job)');
+SELECT status FROM jobs.enqueue('chatty', '{"filename": "a.pdf", "fail": true}', task_id => 'chatty-fail');
+SELECT wait_done('chatty-fail');
+SELECT level, source, message, fields - 'context' AS fields FROM jobs.logs('chatty-fail') ORDER BY id;
+SELECT count(*) AS leftovers FROM effects WHERE task_id = 'chatty-fail';
+SELECT status FROM jobs.enqueue('chatty', '{"filename": "b.pdf", "fail": false}', task_id => 'chatty-ok');
+SELECT wait_done('chatty-ok');
+SELECT status, result FROM jobs.job WHERE task_id = 'chatty-ok';   -- inside a handler log() buffers: no id yet
+SELECT level, source, message FROM jobs.logs('chatty-ok', level => 'notice') ORDER BY id;
+SELECT source, entries FROM jobs.log_sources('chatty-ok') ORDER BY 1;
+-- the log is complete as soon as the outcome is visible
+SELECT (SELECT count(*) FROM jobs.logs('chatty-ok')) AS entries;
+
 -- health() reports workers, counts and running ids
 SELECT h ? 'workers' AS w, h ? 'queues' AS q, h ? 'pending' AS p, h ? 'started' AS s,
        h ? 'oldest_pending_seconds' AS o, h ? 'running' AS r,

@@ -676,6 +676,14 @@ pg_jobs_log(PG_FUNCTION_ARGS)
 				 errmsg("permission denied to write to the log of task %s", task_id),
 				 errhint("Only admins and members of the owning role may write to a job's log.")));
 
+	/*
+	 * Inside a handler, entries for the running job are buffered by the
+	 * worker and written after the handler, so that they survive its
+	 * rollback; there is no entry id yet.
+	 */
+	if (PgJobsWorkerBufferLog(job_id, level, source, message, fields))
+		PG_RETURN_NULL();
+
 	entry_id = PgJobsLogWrite(job_id, level, source, message, fields, 0);
 	if (entry_id == 0)
 		PG_RETURN_NULL();

@@ -100,6 +100,8 @@ extern bool PgJobsWorkerIdentityAlive(const char *identity);
 extern void PgJobsRegisterLauncher(void);
 extern PGDLLEXPORT void PgJobsLauncherMain(Datum main_arg);
 extern PGDLLEXPORT void PgJobsWorkerMain(Datum main_arg);
+extern bool PgJobsWorkerBufferLog(int64 job_id, int level, const char *source,
+								  const char *message, Jsonb *fields);
 
 /* access.c */
 extern bool PgJobsIsAdmin(Oid roleid);

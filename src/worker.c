@@ -55,6 +55,8 @@
 #include "utils/builtins.h"
 #include "utils/datum.h"
 #include "utils/guc.h"
+#include "utils/json.h"
+#include "utils/jsonb.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
 #include "utils/timeout.h"
@@ -85,6 +87,28 @@ static volatile TimestampTz job_deadline = 0;
 static volatile TimestampTz shutdown_seen_at = 0;
 static volatile sig_atomic_t interrupt_reason = INTR_NONE;
 static TimeoutId tick_timeout;
+
+/*
+ * Log entries of the running handler, buffered in log_cxt and written to
+ * the job's log after the handler, in the transaction that records the
+ * outcome: they survive the handler's rollback, cost no commit each, and
+ * are visible no later than the final state.
+ */
+typedef struct BufferedLog
+{
+	int			level;
+	char	   *source;
+	char	   *message;
+	Jsonb	   *fields;
+	TimestampTz at;
+} BufferedLog;
+
+static MemoryContext log_cxt = NULL;
+static List *log_buffer = NIL;
+static int	log_buffered = 0;
+static int64 log_job_id = 0;	/* job whose handler may buffer, 0 if none */
+static bool in_log_hook = false;
+static emit_log_hook_type prev_emit_log_hook = NULL;
 
 /* a claimed job */
 typedef struct ClaimedJob
@@ -129,6 +153,108 @@ tick_handler(void)
 		InterruptPending = true;
 		SetLatch(MyLatch);
 	}
+}
+
+/*
+ * buffer_log
+ *		Keep an entry for the running job, up to the log cap (the entries
+ *		beyond it would be dropped when written anyway; one more is kept so
+ *		that the cap's note is written).
+ */
+static void
+buffer_log(int level, const char *source, const char *message, Jsonb *fields)
+{
+	MemoryContext old;
+	BufferedLog *e;
+
+	if (PgJobsLogMaxEntries > 0 && log_buffered > PgJobsLogMaxEntries)
+		return;
+	old = MemoryContextSwitchTo(log_cxt);
+	e = palloc(sizeof(BufferedLog));
+	e->level = level;
+	e->source = source ? pstrdup(source) : NULL;
+	e->message = pstrdup(message);
+	e->fields = fields ? (Jsonb *) datumCopy(JsonbPGetDatum(fields), false, -1) : NULL;
+	e->at = GetCurrentTimestamp();
+	log_buffer = lappend(log_buffer, e);
+	log_buffered++;
+	MemoryContextSwitchTo(old);
+}
+
+/*
+ * PgJobsWorkerBufferLog
+ *		Called by jobs.log(): buffer an entry for the job whose handler runs
+ *		in this process.  False (nothing done) anywhere else.
+ */
+bool
+PgJobsWorkerBufferLog(int64 job_id, int level, const char *source,
+					  const char *message, Jsonb *fields)
+{
+	if (log_job_id == 0 || job_id != log_job_id)
+		return false;
+	buffer_log(level, source ? source : "handler", message, fields);
+	return true;
+}
+
+/*
+ * Capture what the handler RAISEs (DEBUG ... WARNING) into its job's log.
+ * While a handler runs, log_min_messages is lowered so that every message
+ * reaches this hook; messages below WARNING are then kept out of the server
+ * log.  DEBUG and LOG messages are taken from PL/pgSQL's RAISE only, so the
+ * server's own debugging output is not mixed in.
+ */
+static void
+capture_log_hook(ErrorData *edata)
+{
+	if (log_job_id != 0 && !in_log_hook && edata->elevel < ERROR)
+	{
+		int			level = -1;
+		bool		from_raise = edata->filename && strcmp(edata->filename, "pl_exec.c") == 0;
+
+		if (edata->elevel <= DEBUG1 && from_raise)
+			level = PGJOBS_LOG_DEBUG;
+		else if ((edata->elevel == LOG || edata->elevel == LOG_SERVER_ONLY) && from_raise)
+			level = PGJOBS_LOG_INFO;
+		else if (edata->elevel == INFO)
+			level = PGJOBS_LOG_INFO;
+		else if (edata->elevel == NOTICE)
+			level = PGJOBS_LOG_NOTICE;
+		else if (edata->elevel == WARNING)
+			level = PGJOBS_LOG_WARNING;
+
+		if (level >= 0 && edata->message)
+		{
+			in_log_hook = true;
+			buffer_log(level, "handler", edata->message, NULL);
+			in_log_hook = false;
+		}
+		if (edata->elevel < WARNING)
+			edata->output_to_server = false;
+	}
+	if (prev_emit_log_hook)
+		prev_emit_log_hook(edata);
+}
+
+/*
+ * flush_logs
+ *		Write the buffered entries of job_id.  Caller is in the outer
+ *		transaction (after the handler's subtransaction).
+ */
+static void
+flush_logs(int64 job_id)
+{
+	ListCell   *lc;
+
+	foreach(lc, log_buffer)
+	{
+		BufferedLog *e = (BufferedLog *) lfirst(lc);
+
+		(void) PgJobsLogWrite(job_id, e->level, e->source, e->message,
+							  e->fields, e->at);
+	}
+	log_buffer = NIL;
+	log_buffered = 0;
+	MemoryContextReset(log_cxt);
 }
 
 static void
@@ -500,6 +626,12 @@ run_job(ClaimedJob *job)
 		(void) set_config_option("search_path", "pg_catalog, public",
 								 PGC_USERSET, PGC_S_SESSION,
 								 GUC_ACTION_SAVE, true, 0, false);
+		/* let every RAISE reach capture_log_hook (see there) */
+		(void) set_config_option("log_min_messages", "debug5",
+								 PGC_SUSET, PGC_S_SESSION,
+								 GUC_ACTION_SAVE, true, 0, false);
+		log_job_id = job->id;
+		PgJobsRunningTaskId = job->task_id;
 
 		job_deadline = timeout_ms > 0 ? TimestampTzPlusMilliseconds(now, timeout_ms) : 0;
 		running_job_id = job->id;
@@ -515,6 +647,8 @@ run_job(ClaimedJob *job)
 
 		disable_timeout(tick_timeout, false);
 		running_job_id = 0;
+		log_job_id = 0;
+		PgJobsRunningTaskId = NULL;
 		/* a tick that fired as the handler returned must not cancel us now */
 		QueryCancelPending = false;
 
@@ -531,6 +665,8 @@ run_job(ClaimedJob *job)
 	{
 		disable_timeout(tick_timeout, false);
 		running_job_id = 0;
+		log_job_id = 0;
+		PgJobsRunningTaskId = NULL;
 		QueryCancelPending = false;
 
 		MemoryContextSwitchTo(outer_cxt);
@@ -545,6 +681,35 @@ run_job(ClaimedJob *job)
 
 	reason = (InterruptReason) interrupt_reason;
 	interrupt_reason = INTR_NONE;
+
+	/* the handler's log, its final error included, goes before the outcome */
+	if (edata != NULL && reason != INTR_CANCEL)
+	{
+		StringInfoData f;
+		Jsonb	   *fields;
+
+		initStringInfo(&f);
+		appendStringInfoString(&f, "{\"error_type\": ");
+		escape_json(&f, reason == INTR_TIMEOUT ? "timeout" :
+					reason == INTR_SHUTDOWN ? "shutdown" : condition_name(edata->sqlerrcode));
+		if (edata->context)
+		{
+			appendStringInfoString(&f, ", \"context\": ");
+			escape_json(&f, edata->context);
+		}
+		appendStringInfoChar(&f, '}');
+		fields = DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(f.data)));
+		buffer_log(PGJOBS_LOG_ERROR, "handler",
+				   edata->message ? edata->message : "unknown error", fields);
+	}
+	if (reason != INTR_CANCEL)
+		flush_logs(job->id);
+	else
+	{
+		log_buffer = NIL;
+		log_buffered = 0;
+		MemoryContextReset(log_cxt);
+	}
 
 	if (edata == NULL)
 		ok = finalize(job->id, 's', result, result_null, NULL, NULL, NULL);
@@ -606,6 +771,10 @@ PgJobsWorkerMain(Datum main_arg)
 	}
 	before_shmem_exit(release_slot, (Datum) 0);
 	tick_timeout = RegisterTimeout(USER_TIMEOUT, tick_handler);
+	log_cxt = AllocSetContextCreate(TopMemoryContext, "pg_jobs handler log",
+									ALLOCSET_DEFAULT_SIZES);
+	prev_emit_log_hook = emit_log_hook;
+	emit_log_hook = capture_log_hook;
 	pgstat_report_appname(psprintf("pg_jobs worker %d", my_slotno));
 
 	while (!got_sigterm)
