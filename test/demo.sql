@@ -50,6 +50,37 @@ SELECT task_id, status FROM jobs.revoke('celery-1005');
 UPDATE jobs.job SET status = 'pending' WHERE task_id = 'celery-1001';
 \set ON_ERROR_STOP on
 
+\echo '== the background workers run jobs inside Postgres: SQL handlers, as the job owner'
+CREATE TABLE public.document (id serial PRIMARY KEY, title text NOT NULL, pages int);
+CREATE FUNCTION public.index_document(job jobs.job) RETURNS jsonb LANGUAGE plpgsql AS $$
+DECLARE
+    doc_id int;
+BEGIN
+    RAISE NOTICE 'indexing %', job.input->>'filename';
+    PERFORM jobs.progress(job.task_id, 1, 2, 'parsed');
+    IF job.input->>'filename' LIKE '%.exe' THEN
+        RAISE EXCEPTION 'unsupported file type: %', job.input->>'filename'
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'Only documents are indexed.';
+    END IF;
+    INSERT INTO public.document (title, pages) VALUES (job.input->>'filename', 3) RETURNING id INTO doc_id;
+    PERFORM jobs.log('stored', 'info', 'indexer', jsonb_build_object('document_id', doc_id));
+    RETURN jsonb_build_object('document_id', doc_id);
+END $$;
+\o /dev/null
+SELECT jobs.register_task_type('index_document', 'public.index_document(jobs.job)',
+                               display_name => 'Index Document', timeout => '30 seconds');
+\o
+SELECT task_id, status FROM jobs.enqueue_many('index_document',
+    '[{"filename": "contract.pdf"}, {"filename": "photo.png"}, {"filename": "setup.exe"}]', 'api_upload');
+SELECT pg_sleep(0.5) \g /dev/null
+SELECT j.task_id, j.status, j.attempts, j.result, round(jobs.wait_time_seconds(j)::numeric * 1000, 1) AS wait_ms
+FROM jobs.job j WHERE task_type = 'index_document' ORDER BY id;
+SELECT id, title FROM public.document ORDER BY id;
+\echo '== a failed handler: its work rolled back, its log kept (RAISE messages, jobs.log() calls, the error)'
+SELECT level, source, message FROM jobs.logs((SELECT task_id FROM jobs.job WHERE input->>'filename' = 'setup.exe'));
+\echo '== health: the workers and the queues'
+SELECT jsonb_pretty(jobs.health() - 'running');
+
 \echo '== the jobs table'
 SELECT id, task_id, tt.display_name AS type, ts.display_name AS source,
        jobs.status_display(j.status) AS status, attempts,
