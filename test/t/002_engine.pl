@@ -172,6 +172,30 @@ my ($ret, $out, $err) = $node->psql('postgres', "SELECT jobs.succeed('leased', '
 like($err, qr/cannot go from pending to success/, 'lease: the late report is refused');
 is(job('leased', "attempts || ' ' || status"), '1 pending', 'lease: the job waits for a new claim');
 
+# 8. A handler that logs and then fails: its entries are kept with the
+# failure (its work is not), and survive a restart.
+$node->safe_psql('postgres', q{
+	CREATE FUNCTION chatty(job jobs.job) RETURNS jsonb LANGUAGE plpgsql AS $$
+	BEGIN
+		INSERT INTO effects VALUES (job.task_id, job.attempts);
+		RAISE NOTICE 'step one';
+		PERFORM jobs.log('step two', 'warning', 'ocr', '{"page": 2}');
+		RAISE EXCEPTION 'step three failed';
+	END $$;
+	SELECT jobs.register_task_type('chatty', 'chatty(jobs.job)');
+});
+enqueue('chatty', 'chatty', '{}');
+wait_status('chatty', 'failure');
+my $entries = q{SELECT string_agg(level || ':' || coalesce(source, '') || ':' || message, ' | ' ORDER BY id)
+                FROM jobs.logs('chatty')};
+my $logged = $node->safe_psql('postgres', $entries);
+is($logged,
+	'notice:handler:step one | warning:ocr:step two | error:handler:step three failed',
+	'handler log: entries written before the failure are kept, the error last');
+is(effects('chatty'), '', 'handler log: the failed handler\'s work was rolled back');
+$node->restart;
+is($node->safe_psql('postgres', $entries), $logged, 'handler log: the entries survive a restart');
+
 # No job finished twice: one successful attempt's work per successful job.
 is($node->safe_psql('postgres', q{
 	SELECT count(*) FROM jobs.job j
@@ -181,7 +205,7 @@ is($node->safe_psql('postgres', q{
 
 $node->stop;
 
-# 8. Too few background worker slots: jobs wait, the log says so once.
+# 9. Too few background worker slots: jobs wait, the log says so once.
 my $small = PostgreSQL::Test::Cluster->new('small');
 $small->init;
 $small->append_conf('postgresql.conf', q{
