@@ -285,6 +285,38 @@ SELECT source, entries FROM jobs.log_sources('chatty-ok') ORDER BY 1;
 -- the log is complete as soon as the outcome is visible
 SELECT (SELECT count(*) FROM jobs.logs('chatty-ok')) AS entries;
 
+-- Batches: a worker claims more jobs at a time while they are short, runs
+-- each in its own subtransaction and commits their outcomes together; a
+-- failing job in a batch affects no other, and each job takes effect once.
+CREATE FUNCTION h_batch(job jobs.job) RETURNS jsonb LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO public.effects (task_id, note) VALUES (job.task_id, 'batch');
+    IF (job.input->>'n')::int % 10 = 0 THEN
+        RAISE EXCEPTION 'job % fails', job.input->>'n';
+    END IF;
+    RETURN jsonb_build_object('n', job.input->'n');
+END $$;
+SELECT name FROM jobs.register_task_type('batchy', 'h_batch(jobs.job)');
+SELECT count(*) FROM jobs.enqueue_many('batchy',
+    (SELECT jsonb_agg(jsonb_build_object('n', i)) FROM generate_series(1, 500) i));
+DO $$
+BEGIN
+    FOR i IN 1..600 LOOP
+        EXIT WHEN NOT EXISTS (SELECT 1 FROM jobs.job WHERE task_type = 'batchy'
+                              AND status IN ('pending', 'started'));
+        PERFORM pg_sleep(0.05);
+    END LOOP;
+END $$;
+SELECT status, count(*), min(attempts) AS min_attempts, max(attempts) AS max_attempts
+FROM jobs.job WHERE task_type = 'batchy' GROUP BY status ORDER BY status;
+-- exactly the successful jobs left their work, once each
+SELECT count(*) AS effects, count(DISTINCT e.task_id) AS distinct_jobs,
+       bool_and(j.status = 'success') AS all_from_successes
+FROM effects e JOIN jobs.job j ON j.task_id = e.task_id WHERE j.task_type = 'batchy';
+SELECT count(*) AS failures_with_their_error FROM jobs.job
+WHERE task_type = 'batchy' AND status = 'failure'
+  AND result->>'error_message' = 'job ' || (input->>'n') || ' fails';
+
 -- health() reports workers, counts and running ids
 SELECT h ? 'workers' AS w, h ? 'queues' AS q, h ? 'pending' AS p, h ? 'started' AS s,
        h ? 'oldest_pending_seconds' AS o, h ? 'running' AS r,

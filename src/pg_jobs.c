@@ -34,6 +34,7 @@ int			pg_jobs_poll_interval = 1000;
 int			pg_jobs_shutdown_grace = 5000;
 int			pg_jobs_maintenance_interval = 1000;
 int			pg_jobs_retry_base_delay = 1000;
+int			pg_jobs_batch_size = 100;
 
 static shmem_request_hook_type prev_shmem_request_hook = NULL;
 static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
@@ -99,6 +100,14 @@ _PG_init(void)
 							GUC_UNIT_MS,
 							NULL, NULL, NULL);
 
+	DefineCustomIntVariable("pg_jobs.batch_size",
+							"Most jobs a worker claims at once.",
+							"A worker claims one job at a time, doubling up to this while jobs are short and the queue full; the outcomes of a batch commit together, at most 50 ms of work per transaction.",
+							&pg_jobs_batch_size,
+							100, 1, PGJOBS_MAX_BATCH,
+							PGC_SIGHUP,
+							0,
+							NULL, NULL, NULL);
 	DefineCustomIntVariable("pg_jobs.retry_base_delay",
 							"Delay before the first retry of a failed job; it doubles with each attempt.",
 							"Capped at one hour, with +-25% jitter.",

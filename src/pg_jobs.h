@@ -51,6 +51,9 @@ extern int	pg_jobs_poll_interval;
 extern int	pg_jobs_shutdown_grace;
 extern int	pg_jobs_maintenance_interval;
 extern int	pg_jobs_retry_base_delay;
+extern int	pg_jobs_batch_size;
+
+#define PGJOBS_MAX_BATCH			1000
 
 /* lifecycle.c */
 extern const char *JobStatusName(JobStatus s);

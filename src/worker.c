@@ -66,6 +66,7 @@
 #include "errnames.h"
 
 #define TICK_MS 100
+#define BATCH_BUDGET_MS 50		/* most time one transaction spends on a batch */
 
 typedef enum InterruptReason
 {
@@ -115,7 +116,19 @@ typedef struct ClaimedJob
 {
 	int64		id;
 	char	   *task_id;
+	int16		priority;
 } ClaimedJob;
+
+static int
+claimed_job_cmp(const void *a, const void *b)
+{
+	const ClaimedJob *x = (const ClaimedJob *) a;
+	const ClaimedJob *y = (const ClaimedJob *) b;
+
+	if (x->priority != y->priority)
+		return x->priority < y->priority ? -1 : 1;
+	return x->id < y->id ? -1 : (x->id > y->id ? 1 : 0);
+}
 
 static void
 worker_sigterm(SIGNAL_ARGS)
@@ -338,18 +351,19 @@ end_xact(bool commit)
 }
 
 /*
- * claim_job
- *		Transaction 1: claim the next due job.  Returns false and sets
- *		*sleep_ms when there is none.
+ * claim_jobs
+ *		Transaction 1: claim up to max due jobs, in priority then FIFO order.
+ *		Returns how many; when none, sets *sleep_ms to the time until the
+ *		next delayed job is due (at most the poll interval).
  */
-static bool
-claim_job(ClaimedJob *job, long *sleep_ms)
+static int
+claim_jobs(ClaimedJob *jobs, int max, long *sleep_ms)
 {
 	static SPIPlanPtr claim_plan = NULL;
 	static SPIPlanPtr next_plan = NULL;
-	Oid			argtypes[1] = {TEXTOID};
-	Datum		args[1];
-	bool		found = false;
+	Oid			argtypes[2] = {TEXTOID, INT4OID};
+	Datum		args[2];
+	int			n = 0;
 	bool		isnull;
 	int			ret;
 
@@ -372,17 +386,18 @@ claim_job(ClaimedJob *job, long *sleep_ms)
 								 "  WHERE c.status OPERATOR(pg_catalog.=) 'pending' "
 								 "    AND c.run_at OPERATOR(pg_catalog.<=) pg_catalog.now() "
 								 "    AND t.handler IS NOT NULL "
-								 "  ORDER BY c.priority, c.id LIMIT 1 "
+								 "  ORDER BY c.priority, c.id LIMIT $2 "
 								 "  FOR UPDATE OF c SKIP LOCKED) "
 								 "UPDATE jobs.job j SET status = 'started', worker = $1 "
 								 "FROM n WHERE j.id OPERATOR(pg_catalog.=) n.id "
 								 "  AND j.status OPERATOR(pg_catalog.=) 'pending' "
-								 "RETURNING j.id, j.task_id",
-								 1, argtypes);
+								 "RETURNING j.id, j.task_id, j.priority",
+								 2, argtypes);
 		if (claim_plan == NULL || SPI_keepplan(claim_plan) != 0)
 			elog(ERROR, "pg_jobs: preparing the claim failed");
 	}
 	args[0] = CStringGetTextDatum(my_identity);
+	args[1] = Int32GetDatum(max);
 	ret = SPI_execute_plan(claim_plan, args, NULL, false, 0);
 	if (ret != SPI_OK_UPDATE_RETURNING)
 		elog(ERROR, "pg_jobs: claim failed: %s", SPI_result_code_string(ret));
@@ -391,13 +406,21 @@ claim_job(ClaimedJob *job, long *sleep_ms)
 	{
 		MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
 
-		job->id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
-											  SPI_tuptable->tupdesc, 1, &isnull));
-		job->task_id = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2);
+		for (uint64 i = 0; i < SPI_processed && n < max; i++)
+		{
+			HeapTuple	tup = SPI_tuptable->vals[i];
+			TupleDesc	td = SPI_tuptable->tupdesc;
+
+			jobs[n].id = DatumGetInt64(SPI_getbinval(tup, td, 1, &isnull));
+			jobs[n].task_id = SPI_getvalue(tup, td, 2);
+			jobs[n].priority = DatumGetInt16(SPI_getbinval(tup, td, 3, &isnull));
+			n++;
+		}
 		MemoryContextSwitchTo(old);
+		/* RETURNING has no order: run them in claim order */
+		qsort(jobs, n, sizeof(ClaimedJob), claimed_job_cmp);
 		/* visible in the slot before the claim commits */
-		set_state(WORKER_RUNNING, job->id);
-		found = true;
+		set_state(WORKER_RUNNING, jobs[0].id);
 	}
 	else
 	{
@@ -425,7 +448,7 @@ claim_job(ClaimedJob *job, long *sleep_ms)
 		}
 	}
 	end_xact(true);
-	return found;
+	return n;
 }
 
 static const char *
@@ -452,6 +475,8 @@ static bool
 finalize(int64 job_id, char kind, Datum result, bool result_null,
 		 const char *error_type, const char *error_message, const char *traceback)
 {
+	static SPIPlanPtr plans[4];
+	int			which = kind == 's' ? 0 : kind == 'f' ? 1 : kind == 'r' ? 2 : 3;
 	const char *sql;
 	Oid			argtypes[5] = {INT8OID, TEXTOID, JSONBOID, TEXTOID, TEXTOID};
 	Datum		args[5];
@@ -460,6 +485,8 @@ finalize(int64 job_id, char kind, Datum result, bool result_null,
 
 	PgJobsLockJob(job_id);
 
+	if (kind != 's')
+		argtypes[2] = TEXTOID;
 	switch (kind)
 	{
 		case 's':
@@ -501,7 +528,6 @@ finalize(int64 job_id, char kind, Datum result, bool result_null,
 	}
 	else
 	{
-		argtypes[2] = TEXTOID;
 		args[2] = traceback ? CStringGetTextDatum(traceback) : (Datum) 0;
 		nulls[2] = traceback ? ' ' : 'n';
 	}
@@ -510,7 +536,15 @@ finalize(int64 job_id, char kind, Datum result, bool result_null,
 	args[4] = error_message ? CStringGetTextDatum(error_message) : (Datum) 0;
 	nulls[4] = error_message ? ' ' : 'n';
 
-	ret = SPI_execute_with_args(sql, 5, argtypes, args, nulls, false, 0);
+	if (plans[which] == NULL)
+	{
+		SPIPlanPtr	plan = SPI_prepare(sql, 5, argtypes);
+
+		if (plan == NULL || SPI_keepplan(plan) != 0)
+			elog(ERROR, "pg_jobs: preparing the outcome statement failed");
+		plans[which] = plan;
+	}
+	ret = SPI_execute_plan(plans[which], args, nulls, false, 0);
 	if (ret != SPI_OK_UPDATE)
 		elog(ERROR, "pg_jobs: writing the outcome of job %lld failed: %s",
 			 (long long) job_id, SPI_result_code_string(ret));
@@ -518,11 +552,15 @@ finalize(int64 job_id, char kind, Datum result, bool result_null,
 }
 
 /*
- * run_job
- *		Transaction 2: run the claimed job's handler and record the outcome.
+ * run_one
+ *		Run one claimed job's handler and record its outcome, inside the
+ *		caller's transaction (transaction 2, shared by a batch of jobs).
+ *		Nothing here needs the transaction to roll back: the handler runs
+ *		in a subtransaction, and a success whose job was revoked meanwhile
+ *		rolls that subtransaction back.
  */
 static void
-run_job(ClaimedJob *job)
+run_one(ClaimedJob *job)
 {
 	static SPIPlanPtr fetch_plan = NULL;
 	Oid			argtypes[2] = {INT8OID, TEXTOID};
@@ -542,12 +580,9 @@ run_job(ClaimedJob *job)
 	volatile Datum result = (Datum) 0;
 	volatile bool result_null = true;
 	ErrorData  *volatile edata = NULL;
+	volatile bool revoked_meanwhile = false;
 	InterruptReason reason;
-	bool		ok;
-	char	   *activity = psprintf("pg_jobs worker: running task %s", job->task_id);
-
-	begin_xact(activity);
-
+	set_state(WORKER_RUNNING, job->id);
 	if (fetch_plan == NULL)
 	{
 		fetch_plan = SPI_prepare(
@@ -567,11 +602,7 @@ run_job(ClaimedJob *job)
 	if (SPI_execute_plan(fetch_plan, args, NULL, true, 1) != SPI_OK_SELECT)
 		elog(ERROR, "pg_jobs: fetching job %lld failed", (long long) job->id);
 	if (SPI_processed == 0)
-	{
-		/* cancelled or reconciled since we claimed it */
-		end_xact(true);
-		return;
-	}
+		return;					/* cancelled or reconciled since we claimed it */
 
 	tup = SPI_tuptable->vals[0];
 	tupdesc = SPI_tuptable->tupdesc;
@@ -596,8 +627,7 @@ run_job(ClaimedJob *job)
 		"the job has no owner and its task type no run_as role, so there is no role to run its handler as" :
 		psprintf("role \"%s\" that the handler should run as does not exist", run_as);
 
-		ok = finalize(job->id, 'f', (Datum) 0, true, "invalid_role_specification", msg, NULL);
-		end_xact(ok);
+		(void) finalize(job->id, 'f', (Datum) 0, true, "invalid_role_specification", msg, NULL);
 		return;
 	}
 
@@ -657,7 +687,18 @@ run_job(ClaimedJob *job)
 
 		if (!result_null)
 			result = datumCopy(result, false, -1);
-		ReleaseCurrentSubTransaction();
+
+		/*
+		 * The outcome commits with the handler's work; if a forced cancel
+		 * revoked the job meanwhile, the work is rolled back instead.
+		 */
+		if (finalize(job->id, 's', result, result_null, NULL, NULL, NULL))
+			ReleaseCurrentSubTransaction();
+		else
+		{
+			RollbackAndReleaseCurrentSubTransaction();
+			revoked_meanwhile = true;
+		}
 		MemoryContextSwitchTo(outer_cxt);
 		CurrentResourceOwner = outer_owner;
 	}
@@ -702,7 +743,7 @@ run_job(ClaimedJob *job)
 		buffer_log(PGJOBS_LOG_ERROR, "handler",
 				   edata->message ? edata->message : "unknown error", fields);
 	}
-	if (reason != INTR_CANCEL)
+	if (reason != INTR_CANCEL && !revoked_meanwhile)
 		flush_logs(job->id);
 	else
 	{
@@ -711,13 +752,11 @@ run_job(ClaimedJob *job)
 		MemoryContextReset(log_cxt);
 	}
 
-	if (edata == NULL)
-		ok = finalize(job->id, 's', result, result_null, NULL, NULL, NULL);
-	else if (reason == INTR_CANCEL)
-		ok = false;				/* the cancel revoked the job; roll back */
+	if (edata == NULL || reason == INTR_CANCEL)
+		return;					/* recorded above, or revoked by the cancel */
 	else if (reason == INTR_SHUTDOWN)
-		ok = finalize(job->id, 'q', (Datum) 0, true, "shutdown",
-					  "the server shut down while the job ran; requeued", NULL);
+		(void) finalize(job->id, 'q', (Datum) 0, true, "shutdown",
+						"the server shut down while the job ran; requeued", NULL);
 	else
 	{
 		const char *type;
@@ -745,16 +784,62 @@ run_job(ClaimedJob *job)
 		if (edata->context)
 			appendStringInfo(&tb, "CONTEXT:  %s\n", edata->context);
 
-		ok = finalize(job->id, attempts < max_attempts ? 'r' : 'f', (Datum) 0, true,
-					  type, message, tb.len > 0 ? tb.data : NULL);
+		(void) finalize(job->id, attempts < max_attempts ? 'r' : 'f', (Datum) 0, true,
+						type, message, tb.len > 0 ? tb.data : NULL);
 	}
+}
 
-	end_xact(ok);
+/*
+ * run_batch
+ *		Run the claimed jobs in order, as many per transaction as fit in
+ *		BATCH_BUDGET_MS (at least one), so that a batch of short jobs costs
+ *		one commit while a slow job does not hold back the outcomes of the
+ *		others for long.  On shutdown the jobs not yet run are requeued.
+ *		Returns the longest time one job took, in ms.
+ */
+static long
+run_batch(ClaimedJob *jobs, int n)
+{
+	int			i = 0;
+	long		longest = 0;
+
+	while (i < n)
+	{
+		TimestampTz batch_start = GetCurrentTimestamp();
+
+		begin_xact("pg_jobs worker: running jobs");
+		do
+		{
+			TimestampTz t0 = GetCurrentTimestamp();
+			long		secs;
+			int			usecs;
+
+			run_one(&jobs[i++]);
+			TimestampDifference(t0, GetCurrentTimestamp(), &secs, &usecs);
+			longest = Max(longest, secs * 1000 + usecs / 1000);
+		} while (i < n && !got_sigterm &&
+				 !TimestampDifferenceExceeds(batch_start, GetCurrentTimestamp(),
+											 BATCH_BUDGET_MS));
+		end_xact(true);
+
+		if (got_sigterm && i < n)
+		{
+			begin_xact("pg_jobs worker: requeueing on shutdown");
+			for (; i < n; i++)
+				(void) finalize(jobs[i].id, 'q', (Datum) 0, true, "shutdown",
+								"the worker stopped before running the job; requeued", NULL);
+			end_xact(true);
+		}
+	}
+	return longest;
 }
 
 void
 PgJobsWorkerMain(Datum main_arg)
 {
+	ClaimedJob *jobs;
+	int			batch = 1;
+
 	my_slotno = DatumGetInt32(main_arg);
 
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
@@ -777,10 +862,11 @@ PgJobsWorkerMain(Datum main_arg)
 	emit_log_hook = capture_log_hook;
 	pgstat_report_appname(psprintf("pg_jobs worker %d", my_slotno));
 
+	jobs = MemoryContextAlloc(TopMemoryContext, sizeof(ClaimedJob) * PGJOBS_MAX_BATCH);
 	while (!got_sigterm)
 	{
-		ClaimedJob	job;
 		long		sleep_ms = pg_jobs_poll_interval;
+		int			n;
 
 		CHECK_FOR_INTERRUPTS();
 		if (ConfigReloadPending)
@@ -794,14 +880,27 @@ PgJobsWorkerMain(Datum main_arg)
 		/* reset before looking, so that a wakeup from now on is not lost */
 		ResetLatch(MyLatch);
 		set_state(WORKER_CLAIMING, 0);
-		if (claim_job(&job, &sleep_ms))
+		n = claim_jobs(jobs, Min(batch, pg_jobs_batch_size), &sleep_ms);
+		if (n > 0)
 		{
-			run_job(&job);
-			pfree(job.task_id);
+			long		longest = run_batch(jobs, n);
+
+			for (int i = 0; i < n; i++)
+				pfree(jobs[i].task_id);
+			/*
+			 * Claim more at a time while jobs are short and the queue full;
+			 * back to one at a time as soon as a job is slow, so that slow
+			 * jobs are spread over the workers.
+			 */
+			if (longest > BATCH_BUDGET_MS)
+				batch = 1;
+			else if (n == batch)
+				batch = Min(batch * 2, PGJOBS_MAX_BATCH);
 			set_state(WORKER_IDLE, 0);
 			continue;
 		}
 
+		batch = 1;
 		set_state(WORKER_IDLE, 0);
 		(void) WaitLatch(MyLatch,
 						 WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
