@@ -255,6 +255,21 @@ UPDATE jobs.job SET lease_until = now() - interval '1 second' WHERE task_id = 'r
 SELECT wait_done('r1');
 SELECT status, attempts, result->>'error_type' AS type FROM jobs.job WHERE task_id = 'r1';
 
+-- One transaction per job for external workers: report and claim the next.
+SELECT name FROM jobs.register_task_type('fast', queue => 'fast');
+SELECT count(*) FROM jobs.enqueue_many('fast', '[{"n": 1}, {"n": 2}, {"n": 3}]');
+SELECT task_id AS f1 FROM jobs.succeed_and_claim(NULL, queue => 'fast', worker => 'w9') \gset
+SELECT input->>'n' AS n, status FROM jobs.succeed_and_claim(:'f1', '{"done": 1}', 'fast', 5, 'w9');
+SELECT input->>'n' AS n, status, result FROM jobs.job WHERE task_type = 'fast' ORDER BY id;
+-- many outcomes in one statement
+SELECT count(*) AS reported FROM jobs.succeed_many(
+    (SELECT array_agg(task_id ORDER BY id) FROM jobs.job WHERE task_type = 'fast' AND status = 'started'),
+    '[{"n": 2}, {"n": 3}]');
+SELECT input->>'n' AS n, status, result FROM jobs.job WHERE task_type = 'fast' ORDER BY id;
+SELECT count(*) AS skipped_finished FROM jobs.succeed_many(ARRAY[:'f1', 'no-such']);
+SELECT try($$SELECT jobs.succeed_many(NULL)$$);
+SELECT try($$SELECT jobs.succeed_many(ARRAY['a', 'b'], '[{}]')$$);
+
 -- A handler's log: its RAISE messages and jobs.log() calls are captured
 -- (level mapped, source "handler" unless given), kept even when the handler
 -- fails and its work is rolled back, with the final error last.
