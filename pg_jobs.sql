@@ -173,9 +173,13 @@ COMMENT ON COLUMN jobs.job.worker IS 'Who runs the started job: a pg_jobs worker
 COMMENT ON COLUMN jobs.job.lease_until IS 'An external claim expires then unless renewed by jobs.heartbeat().';
 COMMENT ON COLUMN jobs.job.last_error IS 'The error of the last failed attempt of a job that was retried.';
 
+-- Every job passes through here once; vacuum it early and without pauses
+-- so the dead rows left by finished jobs are reclaimed and it stays small.
 CREATE TABLE jobs.job_hot PARTITION OF jobs.job
     FOR VALUES IN ('pending', 'started')
-    WITH (fillfactor = 70);
+    WITH (fillfactor = 70, autovacuum_vacuum_scale_factor = 0,
+          autovacuum_vacuum_threshold = 5000, autovacuum_vacuum_cost_delay = 0,
+          autovacuum_vacuum_insert_scale_factor = 0, autovacuum_vacuum_insert_threshold = 5000);
 COMMENT ON TABLE jobs.job_hot IS 'Partition of jobs.job holding the pending and started jobs (internal).';
 
 CREATE UNIQUE INDEX job_hot_id ON jobs.job_hot (id);
@@ -648,6 +652,8 @@ CREATE FUNCTION jobs.claim(queue text DEFAULT 'default', max_jobs integer DEFAUL
     RETURNS SETOF jobs.job
     LANGUAGE plpgsql VOLATILE
     SET search_path = pg_catalog, pg_temp
+    -- a generic plan cannot know the LIMIT and may sort the whole queue
+    SET plan_cache_mode = force_custom_plan
 AS $fn$
 BEGIN
     IF queue IS NULL OR queue = '' THEN

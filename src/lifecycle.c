@@ -61,6 +61,7 @@
 #include "utils/datum.h"
 #include "utils/jsonb.h"
 #include "utils/lsyscache.h"
+#include "utils/memutils.h"
 #include "utils/rel.h"
 #include "utils/syscache.h"
 #include "utils/timestamp.h"
@@ -250,27 +251,6 @@ text_attr(HeapTuple tup, TupleDesc td, int attnum)
 }
 
 /*
- * prepare_plan
- *		Prepare and keep a plan in *plan unless it is already there.
- */
-static SPIPlanPtr
-prepare_plan(SPIPlanPtr *plan, const char *sql, int nargs, Oid *argtypes)
-{
-	if (*plan == NULL)
-	{
-		SPIPlanPtr	p = SPI_prepare(sql, nargs, argtypes);
-
-		if (p == NULL)
-			elog(ERROR, "pg_jobs: SPI_prepare failed: %s",
-				 SPI_result_code_string(SPI_result));
-		if (SPI_keepplan(p) != 0)
-			elog(ERROR, "pg_jobs: SPI_keepplan failed");
-		*plan = p;
-	}
-	return *plan;
-}
-
-/*
  * generate_task_id
  *		A random (version 4) UUID in text form.
  */
@@ -310,6 +290,24 @@ typedef struct TaskTypeInfo
 	int32		max_pending;
 } TaskTypeInfo;
 
+/* the last task type looked up, valid for one command of one transaction */
+static struct
+{
+	LocalTransactionId lxid;
+	CommandId	cid;
+	char		name[256];
+	bool		found;
+	TaskTypeInfo info;
+}			type_cache;
+
+/* the last trigger source found, likewise */
+static struct
+{
+	LocalTransactionId lxid;
+	CommandId	cid;
+	char		name[256];
+}			source_cache;
+
 /*
  * Run the registry lookups of one insert as the table owner.  Must be called
  * inside SPI_connect/SPI_finish; returns results in the caller's memory
@@ -325,7 +323,16 @@ lookup_task_type(const char *task_type, TaskTypeInfo *info)
 	HeapTuple	tup;
 	TupleDesc	td;
 
-	prepare_plan(&type_plan,
+	/* the rows of one statement (enqueue_many) share one lookup */
+	if (type_cache.lxid == MyProc->lxid &&
+		type_cache.cid == GetCurrentCommandId(false) &&
+		strcmp(type_cache.name, task_type) == 0)
+	{
+		*info = type_cache.info;
+		return type_cache.found;
+	}
+
+	PgJobsPreparePlan(&type_plan,
 				 "SELECT tracked, queue, priority, max_attempts, max_pending "
 				 "FROM jobs.task_type WHERE name OPERATOR(pg_catalog.=) $1",
 				 1, argtypes);
@@ -334,20 +341,33 @@ lookup_task_type(const char *task_type, TaskTypeInfo *info)
 	if (ret != SPI_OK_SELECT)
 		elog(ERROR, "pg_jobs: task type lookup failed: %s",
 			 SPI_result_code_string(ret));
+	type_cache.lxid = InvalidLocalTransactionId;
 	if (SPI_processed == 0)
-		return false;
+		type_cache.found = false;
+	else
+	{
+		MemoryContext old;
 
-	tup = SPI_tuptable->vals[0];
-	td = SPI_tuptable->tupdesc;
-	info->tracked = DatumGetBool(heap_getattr(tup, 1, td, &isnull));
-	info->queue = SPI_datumTransfer(heap_getattr(tup, 2, td, &isnull),
-									false, -1);
-	info->priority = DatumGetInt16(heap_getattr(tup, 3, td, &isnull));
-	info->max_attempts = DatumGetInt32(heap_getattr(tup, 4, td, &isnull));
-	info->max_pending = DatumGetInt32(heap_getattr(tup, 5, td,
-												   &info->has_max_pending));
-	info->has_max_pending = !info->has_max_pending;
-	return true;
+		tup = SPI_tuptable->vals[0];
+		td = SPI_tuptable->tupdesc;
+		type_cache.found = true;
+		type_cache.info.tracked = DatumGetBool(heap_getattr(tup, 1, td, &isnull));
+		/* kept for the rest of the statement, so in the transaction's context */
+		old = MemoryContextSwitchTo(TopTransactionContext);
+		type_cache.info.queue = datumCopy(heap_getattr(tup, 2, td, &isnull), false, -1);
+		MemoryContextSwitchTo(old);
+		type_cache.info.priority = DatumGetInt16(heap_getattr(tup, 3, td, &isnull));
+		type_cache.info.max_attempts = DatumGetInt32(heap_getattr(tup, 4, td, &isnull));
+		type_cache.info.max_pending = DatumGetInt32(heap_getattr(tup, 5, td, &isnull));
+		type_cache.info.has_max_pending = !isnull;
+	}
+	*info = type_cache.info;
+	if (strlen(task_type) >= sizeof(type_cache.name))
+		return type_cache.found;	/* too long to cache; look up each time */
+	strlcpy(type_cache.name, task_type, sizeof(type_cache.name));
+	type_cache.cid = GetCurrentCommandId(false);
+	type_cache.lxid = MyProc->lxid;
+	return type_cache.found;
 }
 
 static bool
@@ -357,7 +377,12 @@ trigger_source_exists(const char *source)
 	Datum		args[1];
 	int			ret;
 
-	prepare_plan(&source_plan,
+	if (source_cache.lxid == MyProc->lxid &&
+		source_cache.cid == GetCurrentCommandId(false) &&
+		strcmp(source_cache.name, source) == 0)
+		return true;
+
+	PgJobsPreparePlan(&source_plan,
 				 "SELECT 1 FROM jobs.trigger_source "
 				 "WHERE name OPERATOR(pg_catalog.=) $1",
 				 1, argtypes);
@@ -366,7 +391,14 @@ trigger_source_exists(const char *source)
 	if (ret != SPI_OK_SELECT)
 		elog(ERROR, "pg_jobs: trigger source lookup failed: %s",
 			 SPI_result_code_string(ret));
-	return SPI_processed > 0;
+	if (SPI_processed == 0)
+		return false;
+	if (strlen(source) >= sizeof(source_cache.name))
+		return true;			/* too long to cache */
+	strlcpy(source_cache.name, source, sizeof(source_cache.name));
+	source_cache.cid = GetCurrentCommandId(false);
+	source_cache.lxid = MyProc->lxid;
+	return true;
 }
 
 /* How many jobs of a type are pending, counting at most limit + 1 */
@@ -377,7 +409,7 @@ count_pending(const char *task_type, int32 limit)
 	Datum		args[2];
 	int			ret;
 
-	prepare_plan(&pending_plan,
+	PgJobsPreparePlan(&pending_plan,
 				 "SELECT 1 FROM jobs.job_hot "
 				 "WHERE task_type OPERATOR(pg_catalog.=) $1 "
 				 "AND status OPERATOR(pg_catalog.=) 'pending' LIMIT $2",
@@ -399,7 +431,7 @@ finished_task_id_exists(Datum task_id)
 	Datum		args[1];
 	int			ret;
 
-	prepare_plan(&done_task_id_plan,
+	PgJobsPreparePlan(&done_task_id_plan,
 				 "SELECT 1 FROM jobs.job_done "
 				 "WHERE task_id OPERATOR(pg_catalog.=) $1 LIMIT 1",
 				 1, argtypes);
@@ -424,7 +456,7 @@ inflight_duplicate(const char *task_type, Datum dedup_key)
 	int			ret;
 	char	   *found = NULL;
 
-	prepare_plan(&dedup_plan,
+	PgJobsPreparePlan(&dedup_plan,
 				 "SELECT task_id FROM jobs.job_hot "
 				 "WHERE task_type OPERATOR(pg_catalog.=) $1 "
 				 "AND dedup_key OPERATOR(pg_catalog.=) $2",

@@ -187,23 +187,6 @@ PgJobsCurrentTaskId(void)
 	return PgJobsRunningTaskId;
 }
 
-static SPIPlanPtr
-prepare_plan(SPIPlanPtr *plan, const char *sql, int nargs, Oid *argtypes)
-{
-	if (*plan == NULL)
-	{
-		SPIPlanPtr	p = SPI_prepare(sql, nargs, argtypes);
-
-		if (p == NULL)
-			elog(ERROR, "pg_jobs: SPI_prepare failed: %s",
-				 SPI_result_code_string(SPI_result));
-		if (SPI_keepplan(p) != 0)
-			elog(ERROR, "pg_jobs: SPI_keepplan failed");
-		*plan = p;
-	}
-	return *plan;
-}
-
 /*
  * log_table_owner
  *		The owner of jobs.job_log, as whom entries and followers are written.
@@ -302,7 +285,7 @@ lookup_job(const char *task_id, char **owner)
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("task id must not be empty")));
 
-	prepare_plan(&job_plan,
+	PgJobsPreparePlan(&job_plan,
 				 "SELECT j.id, j.owner FROM jobs.job j "
 				 "WHERE j.task_id OPERATOR(pg_catalog.=) $1",
 				 1, argtypes);
@@ -399,7 +382,7 @@ notify_followers(int64 job_id, int64 entry_id, Datum at, int level,
 	uint64		n;
 	SPITupleTable *tt;
 
-	prepare_plan(&followers_plan,
+	PgJobsPreparePlan(&followers_plan,
 				 "SELECT channel, task_id, owner, roleid, pid, min_level, source "
 				 "FROM jobs.log_follower WHERE job_id OPERATOR(pg_catalog.=) $1",
 				 1, argtypes);
@@ -467,7 +450,7 @@ insert_entry(int64 job_id, int32 seq, TimestampTz at, int level,
 	Datum		stamp;
 	int			ret;
 
-	prepare_plan(&insert_plan,
+	PgJobsPreparePlan(&insert_plan,
 				 "INSERT INTO jobs.job_log (job_id, at, level, source, message, fields, seq) "
 				 "VALUES ($1, COALESCE($2, pg_catalog.clock_timestamp()), "
 				 "$3, $4, $5, $6, $7) RETURNING id, at",
@@ -511,7 +494,7 @@ newest_entry(int64 job_id, bool *is_note)
 	int			ret;
 
 	*is_note = false;
-	prepare_plan(&last_plan,
+	PgJobsPreparePlan(&last_plan,
 				 "SELECT l.seq, l.source IS NOT DISTINCT FROM '" LOG_SOURCE_PGJOBS "' "
 				 "AND l.fields OPERATOR(pg_catalog.?) 'max_entries' "
 				 "FROM jobs.job_log l WHERE l.job_id OPERATOR(pg_catalog.=) $1 "
@@ -793,7 +776,7 @@ pg_jobs_follow(PG_FUNCTION_ARGS)
 		Oid			pidtype[1] = {INT4OID};
 
 		/* followers whose session has ended */
-		prepare_plan(&purge_plan,
+		PgJobsPreparePlan(&purge_plan,
 					 "DELETE FROM jobs.log_follower f WHERE NOT EXISTS "
 					 "(SELECT 1 FROM pg_catalog.pg_stat_get_activity(NULL::integer) a "
 					 " WHERE a.pid OPERATOR(pg_catalog.=) f.pid)",
@@ -802,7 +785,7 @@ pg_jobs_follow(PG_FUNCTION_ARGS)
 		if (ret != SPI_OK_DELETE)
 			elog(ERROR, "pg_jobs: follower purge failed: %s", SPI_result_code_string(ret));
 
-		prepare_plan(&count_followers_plan,
+		PgJobsPreparePlan(&count_followers_plan,
 					 "SELECT pg_catalog.count(*) FROM jobs.log_follower "
 					 "WHERE pid OPERATOR(pg_catalog.=) $1",
 					 1, pidtype);
@@ -824,7 +807,7 @@ pg_jobs_follow(PG_FUNCTION_ARGS)
 						 errhint("Stop following with jobs.unfollow().")));
 		}
 
-		prepare_plan(&add_follower_plan,
+		PgJobsPreparePlan(&add_follower_plan,
 					 "INSERT INTO jobs.log_follower "
 					 "(channel, job_id, task_id, owner, roleid, pid, min_level, source) "
 					 "VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
@@ -877,7 +860,7 @@ pg_jobs_unfollow(PG_FUNCTION_ARGS)
 						   SECURITY_RESTRICTED_OPERATION);
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "pg_jobs: SPI_connect failed");
-	prepare_plan(&unfollow_plan,
+	PgJobsPreparePlan(&unfollow_plan,
 				 "DELETE FROM jobs.log_follower "
 				 "WHERE pid OPERATOR(pg_catalog.=) $1 "
 				 "AND ($2::text IS NULL OR channel OPERATOR(pg_catalog.=) $2) "

@@ -13,6 +13,8 @@
 
 #include "postgres.h"
 
+#include "executor/spi.h"
+
 #include "storage/latch.h"
 #include "storage/lwlock.h"
 #include "utils/timestamp.h"
@@ -54,6 +56,10 @@ extern int	pg_jobs_retry_base_delay;
 extern int	pg_jobs_batch_size;
 
 #define PGJOBS_MAX_BATCH			1000
+
+/* util.c */
+extern SPIPlanPtr PgJobsPreparePlan(SPIPlanPtr *plan, const char *sql,
+									int nargs, Oid *argtypes);
 
 /* lifecycle.c */
 extern const char *JobStatusName(JobStatus s);

@@ -379,7 +379,12 @@ claim_jobs(ClaimedJob *jobs, int max, long *sleep_ms)
 	}
 	if (claim_plan == NULL)
 	{
-		claim_plan = SPI_prepare(
+		/*
+		 * Always a custom plan: a generic one cannot see the LIMIT and may
+		 * sort the whole pending set instead of reading the head of the
+		 * (priority, id) index.
+		 */
+		SPIPlanPtr	p = SPI_prepare_cursor(
 								 "WITH n AS MATERIALIZED ("
 								 "  SELECT c.id FROM jobs.job c "
 								 "  JOIN jobs.task_type t ON t.name OPERATOR(pg_catalog.=) c.task_type "
@@ -392,9 +397,11 @@ claim_jobs(ClaimedJob *jobs, int max, long *sleep_ms)
 								 "FROM n WHERE j.id OPERATOR(pg_catalog.=) n.id "
 								 "  AND j.status OPERATOR(pg_catalog.=) 'pending' "
 								 "RETURNING j.id, j.task_id, j.priority",
-								 2, argtypes);
-		if (claim_plan == NULL || SPI_keepplan(claim_plan) != 0)
+								 2, argtypes, CURSOR_OPT_CUSTOM_PLAN);
+
+		if (p == NULL || SPI_keepplan(p) != 0)
 			elog(ERROR, "pg_jobs: preparing the claim failed");
+		claim_plan = p;
 	}
 	args[0] = CStringGetTextDatum(my_identity);
 	args[1] = Int32GetDatum(max);
@@ -425,18 +432,13 @@ claim_jobs(ClaimedJob *jobs, int max, long *sleep_ms)
 	else
 	{
 		/* sleep until the next delayed job is due, at most the poll interval */
-		if (next_plan == NULL)
-		{
-			next_plan = SPI_prepare(
+		PgJobsPreparePlan(&next_plan,
 									"SELECT pg_catalog.ceil(pg_catalog.date_part('epoch', "
 									"         pg_catalog.min(c.run_at) OPERATOR(pg_catalog.-) pg_catalog.clock_timestamp()) "
 									"         OPERATOR(pg_catalog.*) 1000)::bigint "
 									"FROM jobs.job c JOIN jobs.task_type t ON t.name OPERATOR(pg_catalog.=) c.task_type "
 									"WHERE c.status OPERATOR(pg_catalog.=) 'pending' AND t.handler IS NOT NULL",
 									0, NULL);
-			if (next_plan == NULL || SPI_keepplan(next_plan) != 0)
-				elog(ERROR, "pg_jobs: preparing the next-job query failed");
-		}
 		*sleep_ms = pg_jobs_poll_interval;
 		ret = SPI_execute_plan(next_plan, NULL, NULL, true, 1);
 		if (ret == SPI_OK_SELECT && SPI_processed > 0)
@@ -536,15 +538,8 @@ finalize(int64 job_id, char kind, Datum result, bool result_null,
 	args[4] = error_message ? CStringGetTextDatum(error_message) : (Datum) 0;
 	nulls[4] = error_message ? ' ' : 'n';
 
-	if (plans[which] == NULL)
-	{
-		SPIPlanPtr	plan = SPI_prepare(sql, 5, argtypes);
-
-		if (plan == NULL || SPI_keepplan(plan) != 0)
-			elog(ERROR, "pg_jobs: preparing the outcome statement failed");
-		plans[which] = plan;
-	}
-	ret = SPI_execute_plan(plans[which], args, nulls, false, 0);
+	ret = SPI_execute_plan(PgJobsPreparePlan(&plans[which], sql, 5, argtypes),
+						   args, nulls, false, 0);
 	if (ret != SPI_OK_UPDATE)
 		elog(ERROR, "pg_jobs: writing the outcome of job %lld failed: %s",
 			 (long long) job_id, SPI_result_code_string(ret));
@@ -583,9 +578,7 @@ run_one(ClaimedJob *job)
 	volatile bool revoked_meanwhile = false;
 	InterruptReason reason;
 	set_state(WORKER_RUNNING, job->id);
-	if (fetch_plan == NULL)
-	{
-		fetch_plan = SPI_prepare(
+	PgJobsPreparePlan(&fetch_plan,
 								 "SELECT j, t.handler::pg_catalog.oid, "
 								 "       COALESCE(j.owner, t.run_as)::pg_catalog.text, "
 								 "       (pg_catalog.date_part('epoch', t.timeout) OPERATOR(pg_catalog.*) 1000)::bigint, "
@@ -594,9 +587,6 @@ run_one(ClaimedJob *job)
 								 "WHERE j.id OPERATOR(pg_catalog.=) $1 AND j.status OPERATOR(pg_catalog.=) 'started' "
 								 "  AND j.worker OPERATOR(pg_catalog.=) $2",
 								 2, argtypes);
-		if (fetch_plan == NULL || SPI_keepplan(fetch_plan) != 0)
-			elog(ERROR, "pg_jobs: preparing the job fetch failed");
-	}
 	args[0] = Int64GetDatum(job->id);
 	args[1] = CStringGetTextDatum(my_identity);
 	if (SPI_execute_plan(fetch_plan, args, NULL, true, 1) != SPI_OK_SELECT)
