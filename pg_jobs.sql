@@ -1988,6 +1988,218 @@ GRANT EXECUTE ON FUNCTION
     jobs.log_sources(text), jobs._purge_logs(bigint[])
     TO PUBLIC;
 
+-- 11. Retention ---------------------------------------------------------
+
+/*
+ * Finished jobs older than pg_jobs.retention (success) and
+ * pg_jobs.retention_failed (failure, revoked) are removed with their log
+ * entries by jobs.apply_retention(), which the launcher runs every ten
+ * minutes.  Cheap by construction:
+ *   - a daily partition of jobs.job_done whose whole day is past both
+ *     retentions is dropped (its jobs' log entries are deleted first, through
+ *     the (job_id, id) index): no dead rows, no vacuum debt;
+ *   - rows past retention elsewhere (jobs.job_done_default, or a day that is
+ *     past only the shorter of two different retentions) are deleted in
+ *     batches of 1000, at most max_rows per run; the launcher runs again at
+ *     once while a run reports "more".
+ * Dropping a partition needs a brief ACCESS EXCLUSIVE lock on jobs.job_done;
+ * it waits at most one second (lock_timeout) and is otherwise retried on the
+ * next run.  In-flight jobs live in jobs.job_hot, which is never touched;
+ * acknowledged or not does not matter.
+ */
+CREATE TABLE jobs.maintenance_state (
+    name        text PRIMARY KEY CHECK (name <> ''),
+    last_run    timestamptz NOT NULL,
+    result      jsonb NOT NULL
+);
+COMMENT ON TABLE jobs.maintenance_state IS
+    'Outcome of the last run of each maintenance task (e.g. retention), shown by jobs.health().';
+-- Counts and times only: readable by everyone (jobs.health() runs as the caller).
+REVOKE ALL ON jobs.maintenance_state FROM PUBLIC;
+GRANT SELECT ON jobs.maintenance_state TO PUBLIC;
+
+-- A retention setting in seconds as an interval; NULL = keep forever.
+CREATE FUNCTION jobs._retention(setting text) RETURNS interval
+    LANGUAGE sql STABLE
+    SET search_path = pg_catalog, pg_temp
+    RETURN (SELECT CASE WHEN v.secs > 0 THEN pg_catalog.justify_hours(pg_catalog.make_interval(secs => v.secs)) END
+            FROM (SELECT coalesce((SELECT s.setting::bigint FROM pg_catalog.pg_settings s
+                                   WHERE s.name OPERATOR(pg_catalog.=) _retention.setting),
+                                  2592000) AS secs) v);
+COMMENT ON FUNCTION jobs._retention(text) IS
+    'A retention setting (seconds) as an interval; NULL when it is 0 (keep forever).';
+
+CREATE FUNCTION jobs.apply_retention(max_rows integer DEFAULT 100000) RETURNS jsonb
+    LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+    SET lock_timeout = '1s'
+AS $fn$
+DECLARE
+    keep_s    interval;
+    keep_f    interval;
+    cut_s     timestamptz;
+    cut_f     timestamptz;
+    drop_cut  timestamptz;
+    p         record;
+    b         text[];
+    dropped   text[] := '{}';
+    skipped   text[] := '{}';
+    rows_del  bigint := 0;
+    logs_del  bigint := 0;
+    n_rows    bigint;
+    n_logs    bigint;
+    budget    bigint := greatest(coalesce(max_rows, 100000), 1);
+    more      boolean := false;
+    outcome   jsonb;
+BEGIN
+    -- the settings are defined once the library is loaded
+    PERFORM jobs._is_admin();
+    keep_s := jobs._retention('pg_jobs.retention');
+    IF (SELECT s.setting::integer FROM pg_catalog.pg_settings s
+        WHERE s.name = 'pg_jobs.retention_failed') >= 0 THEN
+        keep_f := jobs._retention('pg_jobs.retention_failed');
+    ELSE
+        keep_f := keep_s;
+    END IF;
+    cut_s := pg_catalog.now() - keep_s;
+    cut_f := pg_catalog.now() - keep_f;
+    IF cut_s IS NOT NULL AND cut_f IS NOT NULL THEN
+        drop_cut := LEAST(cut_s, cut_f);
+    END IF;
+
+    BEGIN
+        -- Row deletes first, partition drops last: the exclusive lock a drop
+        -- takes is then held only until the caller commits.
+        FOR p IN SELECT c.relname,
+                        pg_catalog.regexp_match(pg_catalog.pg_get_expr(c.relpartbound, c.oid),
+                            $re$^FOR VALUES FROM \('([^']+)'\) TO \('([^']+)'\)$$re$) AS bounds
+                 FROM pg_catalog.pg_inherits i
+                 JOIN pg_catalog.pg_class c ON c.oid = i.inhrelid
+                 WHERE i.inhparent = 'jobs.job_done'::pg_catalog.regclass
+                 ORDER BY c.relname
+        LOOP
+            b := p.bounds;
+            CONTINUE WHEN b IS NOT NULL AND drop_cut IS NOT NULL
+                          AND b[2]::timestamptz <= drop_cut;     -- dropped below
+            CONTINUE WHEN b IS NOT NULL
+                          AND b[1]::timestamptz >= GREATEST(cut_s, cut_f); -- all recent
+            CONTINUE WHEN cut_s IS NULL AND cut_f IS NULL;
+            LOOP
+                EXIT WHEN budget <= 0;
+                EXECUTE pg_catalog.format($q$
+                    WITH v AS (SELECT d.id FROM jobs.%1$I d
+                               WHERE (d.status = 'success' AND d.date_done < $1)
+                                  OR (d.status <> 'success' AND d.date_done < $2)
+                               LIMIT $3),
+                         l AS (DELETE FROM jobs.job_log g USING v
+                               WHERE g.job_id = v.id RETURNING 1),
+                         j AS (DELETE FROM jobs.%1$I d USING v
+                               WHERE d.id = v.id RETURNING 1)
+                    SELECT (SELECT pg_catalog.count(*) FROM j), (SELECT pg_catalog.count(*) FROM l)$q$,
+                    p.relname)
+                INTO n_rows, n_logs
+                USING cut_s, cut_f, LEAST(budget, 1000);
+                rows_del := rows_del + n_rows;
+                logs_del := logs_del + n_logs;
+                budget := budget - n_rows;
+                EXIT WHEN n_rows < LEAST(budget + n_rows, 1000);
+            END LOOP;
+            IF budget <= 0 THEN
+                more := true;
+                EXIT;
+            END IF;
+        END LOOP;
+
+        IF drop_cut IS NOT NULL THEN
+            FOR p IN SELECT c.relname,
+                            pg_catalog.regexp_match(pg_catalog.pg_get_expr(c.relpartbound, c.oid),
+                                $re$^FOR VALUES FROM \('([^']+)'\) TO \('([^']+)'\)$$re$) AS bounds
+                     FROM pg_catalog.pg_inherits i
+                     JOIN pg_catalog.pg_class c ON c.oid = i.inhrelid
+                     WHERE i.inhparent = 'jobs.job_done'::pg_catalog.regclass
+                     ORDER BY c.relname
+            LOOP
+                CONTINUE WHEN p.bounds IS NULL OR p.bounds[2]::timestamptz > drop_cut;
+                BEGIN
+                    EXECUTE pg_catalog.format(
+                        'DELETE FROM jobs.job_log g USING jobs.%I d WHERE g.job_id = d.id',
+                        p.relname);
+                    GET DIAGNOSTICS n_logs = ROW_COUNT;
+                    EXECUTE pg_catalog.format('SELECT pg_catalog.count(*) FROM jobs.%I', p.relname)
+                        INTO n_rows;
+                    EXECUTE pg_catalog.format('ALTER TABLE jobs.job_done DETACH PARTITION jobs.%I',
+                                              p.relname);
+                    EXECUTE pg_catalog.format('DROP TABLE jobs.%I', p.relname);
+                    dropped := dropped || p.relname::text;
+                    rows_del := rows_del + n_rows;
+                    logs_del := logs_del + n_logs;
+                EXCEPTION WHEN lock_not_available THEN
+                    -- busy: try again on the next run
+                    skipped := skipped || p.relname::text;
+                END;
+            END LOOP;
+        END IF;
+
+        outcome := pg_catalog.jsonb_build_object(
+            'at', pg_catalog.now(),
+            'retention', keep_s, 'retention_failed', keep_f,
+            'partitions_dropped', pg_catalog.to_jsonb(dropped),
+            'partitions_busy', pg_catalog.to_jsonb(skipped),
+            'rows_deleted', rows_del, 'logs_deleted', logs_del,
+            'more', more);
+    EXCEPTION WHEN OTHERS THEN
+        -- Recorded, not raised: the launcher's other work must go on.
+        outcome := pg_catalog.jsonb_build_object(
+            'at', pg_catalog.now(), 'error', SQLERRM, 'sqlstate', SQLSTATE, 'more', false);
+        RAISE WARNING 'pg_jobs: retention failed: %', SQLERRM;
+    END;
+
+    INSERT INTO jobs.maintenance_state AS m (name, last_run, result)
+    VALUES ('retention', pg_catalog.now(), outcome)
+    ON CONFLICT (name) DO UPDATE SET last_run = excluded.last_run, result = excluded.result;
+    RETURN outcome;
+END
+$fn$;
+COMMENT ON FUNCTION jobs.apply_retention(integer) IS
+    'Removes finished jobs (and their logs) older than pg_jobs.retention / pg_jobs.retention_failed: drops whole daily history partitions, deletes other rows in batches (at most max_rows). Returns {"partitions_dropped","rows_deleted","logs_deleted","more",...}. Run by the launcher; superusers and jobs_admin only.';
+-- Security definer because dropping a partition needs its owner; so only the
+-- roles that may remove history can run it.
+REVOKE ALL ON FUNCTION jobs.apply_retention(integer), jobs._retention(text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION jobs.apply_retention(integer) TO jobs_admin;
+
+CREATE OR REPLACE FUNCTION jobs.health() RETURNS jsonb
+    LANGUAGE sql STABLE
+    SET search_path = pg_catalog, pg_temp
+BEGIN ATOMIC
+    SELECT pg_catalog.jsonb_build_object(
+        'workers', (SELECT coalesce(pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object(
+                        'slot', w.slot, 'pid', w.pid, 'state', w.state,
+                        'task_id', (SELECT j.task_id FROM jobs.job j
+                                    WHERE j.id = w.job_id AND j.status = 'started'),
+                        'since', w.since) ORDER BY w.slot), '[]')
+                    FROM jobs._worker_slots() w),
+        'queues', (SELECT coalesce(pg_catalog.jsonb_object_agg(q.queue, pg_catalog.jsonb_build_object(
+                        'pending', q.pending, 'started', q.started,
+                        'oldest_pending_seconds', q.oldest)), '{}')
+                   FROM (SELECT j.queue,
+                                count(*) FILTER (WHERE j.status = 'pending') AS pending,
+                                count(*) FILTER (WHERE j.status = 'started') AS started,
+                                pg_catalog.date_part('epoch', pg_catalog.now()
+                                    - min(j.date_created) FILTER (WHERE j.status = 'pending')) AS oldest
+                         FROM jobs.job j WHERE j.status IN ('pending', 'started')
+                         GROUP BY j.queue) q),
+        'pending', (SELECT count(*) FROM jobs.job j WHERE j.status = 'pending'),
+        'started', (SELECT count(*) FROM jobs.job j WHERE j.status = 'started'),
+        'oldest_pending_seconds', (SELECT pg_catalog.date_part('epoch', pg_catalog.now() - min(j.date_created))
+                                   FROM jobs.job j WHERE j.status = 'pending'),
+        'running', (SELECT coalesce(pg_catalog.jsonb_agg(j.task_id ORDER BY j.id), '[]')
+                    FROM jobs.job j WHERE j.status = 'started'),
+        'last_retention', (SELECT m.result FROM jobs.maintenance_state m
+                           WHERE m.name = 'retention'));
+END;
+COMMENT ON FUNCTION jobs.health() IS
+    'Workers (pid, state, current task, since), pending/started counts per queue, oldest pending age, running task ids, and the last retention run.';
+
 -- User data: keep it in pg_dump output.
 SELECT pg_catalog.pg_extension_config_dump('jobs.task_type', '');
 SELECT pg_catalog.pg_extension_config_dump('jobs.trigger_source', '');

@@ -51,6 +51,8 @@ extern int	pg_jobs_poll_interval;
 extern int	pg_jobs_shutdown_grace;
 extern int	pg_jobs_maintenance_interval;
 extern int	pg_jobs_retry_base_delay;
+extern int	pg_jobs_retention;
+extern int	pg_jobs_retention_failed;
 
 /* lifecycle.c */
 extern const char *JobStatusName(JobStatus s);
