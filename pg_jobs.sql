@@ -2200,9 +2200,234 @@ END;
 COMMENT ON FUNCTION jobs.health() IS
     'Workers (pid, state, current task, since), pending/started counts per queue, oldest pending age, running task ids, and the last retention run.';
 
+-- 12. Schedules (pg_cron) -----------------------------------------------
+
+/*
+ * jobs.schedule() stores a schedule in jobs.schedule and registers a pg_cron
+ * job named "pg_jobs:<name>" whose command is only
+ *     SELECT jobs._scheduled_enqueue('<name>')
+ * (quoted with %L), so the definition lives here and the command is tiny and
+ * quoting-safe.  pg_cron runs the command as the role that scheduled it,
+ * which makes that role the owner of each run; the run's input carries
+ * "_schedule": <name> so the job says which schedule produced it.  Every
+ * function here is SECURITY INVOKER: pg_cron's own permissions (USAGE on
+ * schema cron) and ours both apply to the caller.  Schedules are per role,
+ * like pg_cron's job names: (owner, name) is the key.
+ *
+ * Who may create jobs with trigger source "scheduled": admins and members of
+ * jobs_scheduler.  That is enforced for every client (jobs.enqueue, direct
+ * INSERTs) by a restrictive row-level security policy on jobs.job whose
+ * check is evaluated only for that trigger source.
+ */
+DO $roles$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = 'jobs_scheduler') THEN
+        CREATE ROLE jobs_scheduler NOLOGIN;
+    END IF;
+END
+$roles$;
+
+CREATE FUNCTION jobs._may_schedule() RETURNS boolean
+    LANGUAGE sql STABLE
+    SET search_path = pg_catalog, pg_temp
+    RETURN jobs._is_admin() OR pg_catalog.pg_has_role('jobs_scheduler', 'MEMBER');
+COMMENT ON FUNCTION jobs._may_schedule() IS
+    'True when the current role may schedule jobs: a superuser, a member of jobs_admin or of jobs_scheduler.';
+
+-- Policy check: true, or an error that says why (a bare RLS violation would not).
+CREATE FUNCTION jobs._check_scheduled_source() RETURNS boolean
+    LANGUAGE plpgsql STABLE
+    SET search_path = pg_catalog, pg_temp
+AS $fn$
+BEGIN
+    IF NOT jobs._may_schedule() THEN
+        RAISE EXCEPTION 'permission denied to create jobs with trigger source "scheduled"'
+            USING ERRCODE = '42501',
+                  HINT = 'Only superusers and members of jobs_admin or jobs_scheduler may; use jobs.schedule().';
+    END IF;
+    RETURN true;
+END
+$fn$;
+COMMENT ON FUNCTION jobs._check_scheduled_source() IS
+    'Row-level security check of jobs.job: raises 42501 unless the current role may create scheduled jobs.';
+
+CREATE POLICY job_insert_scheduled ON jobs.job AS RESTRICTIVE FOR INSERT
+    WITH CHECK (trigger_source OPERATOR(pg_catalog.<>) 'scheduled'
+                OR jobs._check_scheduled_source());
+
+CREATE TABLE jobs.schedule (
+    owner       name NOT NULL DEFAULT CURRENT_USER,
+    name        text NOT NULL CHECK (name <> ''),
+    cron        text NOT NULL,
+    task_type   text NOT NULL,
+    input       jsonb NOT NULL DEFAULT '{}',
+    cron_job_id bigint,
+    created_at  timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    updated_at  timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    PRIMARY KEY (owner, name)
+);
+COMMENT ON TABLE jobs.schedule IS
+    'Recurring jobs: each row is a pg_cron job "pg_jobs:<name>" of its owner that enqueues task_type with input (trigger source scheduled). Change it with jobs.schedule() / jobs.unschedule().';
+
+ALTER TABLE jobs.schedule ENABLE ROW LEVEL SECURITY;
+-- Everyone sees the schedules of roles they belong to (admins all), and
+-- changes only their own (pg_cron jobs belong to the role that made them).
+CREATE POLICY schedule_select ON jobs.schedule FOR SELECT
+    USING (jobs._visible(owner));
+CREATE POLICY schedule_write ON jobs.schedule FOR ALL
+    USING (owner OPERATOR(pg_catalog.=) CURRENT_USER)
+    WITH CHECK (owner OPERATOR(pg_catalog.=) CURRENT_USER);
+REVOKE ALL ON jobs.schedule FROM PUBLIC;
+GRANT SELECT, DELETE ON jobs.schedule TO PUBLIC;       -- RLS: own rows; unschedule needs no role
+GRANT INSERT, UPDATE ON jobs.schedule TO jobs_scheduler, jobs_admin;
+
+-- 55000 unless pg_cron is installed here and the caller may use it.
+CREATE FUNCTION jobs._require_pg_cron(need_usage boolean DEFAULT true) RETURNS void
+    LANGUAGE plpgsql STABLE
+    SET search_path = pg_catalog, pg_temp
+AS $fn$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_extension e
+                   WHERE e.extname OPERATOR(pg_catalog.=) 'pg_cron') THEN
+        RAISE EXCEPTION 'pg_cron is not installed in database "%"', pg_catalog.current_database()
+            USING ERRCODE = '55000',
+                  DETAIL = 'Schedules of pg_jobs are run by pg_cron.',
+                  HINT = 'Add pg_cron to shared_preload_libraries, set cron.database_name to this database, and run CREATE EXTENSION pg_cron.';
+    END IF;
+    IF need_usage AND NOT pg_catalog.has_schema_privilege('cron', 'USAGE') THEN
+        RAISE EXCEPTION 'permission denied for schema cron'
+            USING ERRCODE = '42501',
+                  HINT = 'An administrator must GRANT USAGE ON SCHEMA cron to the role (or to jobs_scheduler).';
+    END IF;
+END
+$fn$;
+COMMENT ON FUNCTION jobs._require_pg_cron(boolean) IS
+    'Raises 55000 (with a hint) when pg_cron is not installed in this database, and with need_usage 42501 when the caller may not use it.';
+
+CREATE FUNCTION jobs.schedule(name text, cron text, task_type text, input jsonb DEFAULT '{}')
+    RETURNS bigint
+    LANGUAGE plpgsql VOLATILE
+    SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    tt  jobs.task_type;
+    jid bigint;
+BEGIN
+    IF NOT jobs._may_schedule() THEN
+        RAISE EXCEPTION 'permission denied to schedule jobs'
+            USING ERRCODE = '42501',
+                  HINT = 'Only superusers and members of jobs_admin or jobs_scheduler may schedule jobs.';
+    END IF;
+    IF name IS NULL OR pg_catalog.btrim(name) = '' THEN
+        RAISE EXCEPTION 'schedule name must not be empty' USING ERRCODE = '22023';
+    END IF;
+    IF cron IS NULL OR pg_catalog.btrim(cron) = '' THEN
+        RAISE EXCEPTION 'cron schedule must not be empty'
+            USING ERRCODE = '22023', HINT = 'Use cron syntax, e.g. ''0 3 * * *'' (03:00 GMT daily).';
+    END IF;
+    IF input IS NULL OR pg_catalog.jsonb_typeof(input) <> 'object' THEN
+        RAISE EXCEPTION 'job input must be a JSON object' USING ERRCODE = '22023';
+    END IF;
+    SELECT t.* INTO tt FROM jobs.task_type t WHERE t.name = schedule.task_type;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'unknown task type "%"', task_type
+            USING ERRCODE = '22023', HINT = 'Register it with jobs.register_task_type().';
+    END IF;
+    IF NOT tt.tracked THEN
+        RAISE EXCEPTION 'task type "%" is not tracked, so its scheduled runs would store nothing', task_type
+            USING ERRCODE = '22023';
+    END IF;
+    PERFORM jobs._require_pg_cron();
+
+    INSERT INTO jobs.schedule AS s (owner, name, cron, task_type, input)
+    VALUES (CURRENT_USER, schedule.name, schedule.cron, schedule.task_type, schedule.input)
+    ON CONFLICT ON CONSTRAINT schedule_pkey DO UPDATE
+        SET cron = excluded.cron, task_type = excluded.task_type, input = excluded.input,
+            updated_at = pg_catalog.now();
+    BEGIN
+        -- same name again: pg_cron updates its job in place
+        jid := cron.schedule('pg_jobs:' || schedule.name, schedule.cron,
+                             pg_catalog.format('SELECT jobs._scheduled_enqueue(%L)', schedule.name));
+    EXCEPTION WHEN OTHERS THEN
+        IF SQLERRM LIKE 'invalid schedule%' THEN
+            RAISE EXCEPTION 'invalid cron schedule "%"', schedule.cron
+                USING ERRCODE = '22023',
+                      DETAIL = SQLERRM,
+                      HINT = 'Use five fields (minute hour day month weekday) in GMT, e.g. ''0 3 * * *''; @hourly, @daily, ... also work. pg_cron 1.4 has no seconds.';
+        END IF;
+        RAISE;
+    END;
+    UPDATE jobs.schedule s SET cron_job_id = jid
+     WHERE s.owner = CURRENT_USER AND s.name = schedule.name;
+    RETURN jid;
+END
+$fn$;
+COMMENT ON FUNCTION jobs.schedule(text, text, text, jsonb) IS
+    'Creates or updates the caller''s schedule name: pg_cron enqueues task_type with input at every cron time (GMT), trigger source scheduled, owned by the caller. Returns the pg_cron job id. Needs jobs_scheduler (or admin) and USAGE on schema cron; 55000 when pg_cron is not installed.';
+
+CREATE FUNCTION jobs.unschedule(name text) RETURNS boolean
+    LANGUAGE plpgsql VOLATILE
+    SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    s jobs.schedule;
+BEGIN
+    PERFORM jobs._require_pg_cron(need_usage => false);
+    DELETE FROM jobs.schedule d
+     WHERE d.owner = CURRENT_USER AND d.name = unschedule.name
+    RETURNING d.* INTO s;
+    IF NOT FOUND THEN
+        RETURN false;
+    END IF;
+    PERFORM jobs._require_pg_cron();
+    -- cron.job shows the caller only its own jobs
+    IF EXISTS (SELECT 1 FROM cron.job c WHERE c.jobname = 'pg_jobs:' || unschedule.name) THEN
+        PERFORM cron.unschedule(('pg_jobs:' || unschedule.name)::name);
+    END IF;
+    RETURN true;
+END
+$fn$;
+COMMENT ON FUNCTION jobs.unschedule(text) IS
+    'Removes the caller''s schedule name and its pg_cron job; false when the caller has no such schedule.';
+
+/*
+ * The command of every pg_cron job of pg_jobs: enqueue one run of the
+ * caller's schedule.  pg_cron runs it as the role that scheduled it.
+ */
+CREATE FUNCTION jobs._scheduled_enqueue(name text) RETURNS jobs.job
+    LANGUAGE plpgsql VOLATILE
+    SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    s jobs.schedule;
+BEGIN
+    SELECT d.* INTO s FROM jobs.schedule d
+     WHERE d.owner = CURRENT_USER AND d.name = _scheduled_enqueue.name;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'schedule "%" of role "%" does not exist', name, CURRENT_USER
+            USING ERRCODE = 'PT404';
+    END IF;
+    RETURN jobs.enqueue(s.task_type,
+                        s.input OPERATOR(pg_catalog.||) pg_catalog.jsonb_build_object('_schedule', s.name),
+                        'scheduled', s.owner);
+END
+$fn$;
+COMMENT ON FUNCTION jobs._scheduled_enqueue(text) IS
+    'Enqueues one run of the caller''s schedule (what pg_cron executes): trigger source scheduled, owner the caller, input with "_schedule": name.';
+
+REVOKE ALL ON FUNCTION jobs._may_schedule(), jobs._check_scheduled_source(),
+    jobs._require_pg_cron(boolean), jobs.schedule(text, text, text, jsonb), jobs.unschedule(text),
+    jobs._scheduled_enqueue(text) FROM PUBLIC;
+-- The policy check runs for every role that inserts jobs; the API checks
+-- inside (jobs_scheduler, pg_cron's USAGE, row-level security).
+GRANT EXECUTE ON FUNCTION jobs._may_schedule(), jobs._check_scheduled_source(),
+    jobs._require_pg_cron(boolean), jobs.schedule(text, text, text, jsonb), jobs.unschedule(text),
+    jobs._scheduled_enqueue(text) TO PUBLIC;
+
 -- User data: keep it in pg_dump output.
 SELECT pg_catalog.pg_extension_config_dump('jobs.task_type', '');
 SELECT pg_catalog.pg_extension_config_dump('jobs.trigger_source', '');
 SELECT pg_catalog.pg_extension_config_dump('jobs.job_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('jobs.schedule', '');
 
 NOTIFY pgrst, 'reload schema';

@@ -50,10 +50,12 @@ $node->safe_psql('postgres', q{
 is($node->safe_psql('postgres', q{SELECT count(*) FROM jobs.job}), '5',
 	'five jobs before retention: three backdated, one in flight, one finished today');
 
-# The default retention (30 days) keeps them all.
+# The default retention (30 days) keeps them all: wait for a run that
+# started after the jobs were backdated (a reload triggers one).
+my $since = $node->safe_psql('postgres', q{SELECT clock_timestamp()});
 $node->safe_psql('postgres', q{SELECT pg_reload_conf()});
 $node->poll_query_until('postgres',
-	q{SELECT jobs.health()->'last_retention' IS NOT NULL})
+	qq{SELECT last_run > '$since' FROM jobs.maintenance_state WHERE name = 'retention'})
   or die 'the launcher did not run retention';
 is($node->safe_psql('postgres', q{SELECT count(*) FROM jobs.job}), '5',
 	'the default retention of 30 days keeps jobs finished 12 and 20 days ago');
@@ -81,6 +83,58 @@ is($node->safe_psql('postgres', q{
 	'jobs.health() reports the last retention run: 3 jobs removed, 1 partition dropped');
 ok($node->log_contains('retention failed') == 0, 'no retention run failed');
 
+# Without pg_cron in the database, jobs.schedule() says what is missing.
+my ($ret, $out, $err) = $node->psql('postgres',
+	q{SELECT jobs.schedule('nightly-run', '0 3 * * *', 'nightly')},
+	extra_params => [ '-v', 'VERBOSITY=verbose' ]);
+like($err, qr/ERROR:  55000: .*pg_cron/, 'scheduling without pg_cron fails with 55000');
+like($err, qr/HINT:  .*CREATE EXTENSION pg_cron/, 'and hints at installing it');
+
 $node->stop;
+
+# Schedules: a real pg_cron run.  pg_cron 1.4 fires at minute boundaries, so
+# this waits up to the default timeout (180 s) for the first run.  Its
+# commands run in background workers as the scheduling role, which must be
+# able to log in (PostgreSQL 15 refuses NOLOGIN roles to background workers).
+my $cron = PostgreSQL::Test::Cluster->new('cron');
+$cron->init;
+$cron->append_conf('postgresql.conf', qq{
+shared_preload_libraries = 'pg_cron,pg_jobs'
+cron.database_name = 'postgres'
+cron.use_background_workers = on
+max_worker_processes = 16
+pg_jobs.maintenance_interval = 100ms
+});
+$cron->start;
+$cron->safe_psql('postgres', q{
+	CREATE EXTENSION pg_cron;
+	CREATE EXTENSION pg_jobs;
+	SELECT jobs.register_task_type('report');
+	CREATE ROLE cron_alice LOGIN IN ROLE jobs_scheduler;
+	GRANT USAGE ON SCHEMA cron TO jobs_scheduler;
+});
+my $jobid = $cron->safe_psql('postgres',
+	q{SELECT jobs.schedule('every-minute', '* * * * *', 'report', '{"kind": "tap"}')},
+	extra_params => [ '-U', 'cron_alice' ]);
+like($jobid, qr/^\d+$/, 'jobs.schedule() returns the pg_cron job id');
+is($cron->safe_psql('postgres', q{SELECT username || ' ' || command FROM cron.job}),
+	q{cron_alice SELECT jobs._scheduled_enqueue('every-minute')},
+	'the pg_cron job belongs to the scheduling role and only names the schedule');
+
+$cron->poll_query_until('postgres',
+	q{SELECT count(*) > 0 FROM jobs.job WHERE trigger_source = 'scheduled'})
+  or diag($cron->safe_psql('postgres',
+	q{SELECT string_agg(status || ': ' || coalesce(return_message, ''), E'\n') FROM cron.job_run_details}));
+is($cron->safe_psql('postgres', q{
+		SELECT format('%s %s %s %s', trigger_source, owner, task_type, input)
+		FROM jobs.job WHERE trigger_source = 'scheduled' ORDER BY id LIMIT 1}),
+	'scheduled cron_alice report {"kind": "tap", "_schedule": "every-minute"}',
+	'pg_cron enqueued a scheduled job owned by the scheduling role that names its schedule');
+is($cron->safe_psql('postgres',
+		q{SELECT jobs.unschedule('every-minute')}, extra_params => [ '-U', 'cron_alice' ]),
+	't', 'the schedule can be removed by its owner');
+is($cron->safe_psql('postgres', q{SELECT count(*) FROM cron.job}), '0',
+	'and its pg_cron job is gone');
+$cron->stop;
 
 done_testing();
