@@ -87,6 +87,10 @@ SET ROLE sched_alice;
 SELECT jobs.unschedule('nightly') AS removed;
 SELECT jobs.unschedule('nightly') AS removed_again;
 SELECT jobs.unschedule('it''s; DROP TABLE x') AS removed;
+-- a pg_cron job whose row was deleted by hand is removed too
+SELECT jobs.schedule('by-hand', '0 3 29 2 *', 'report') > 0 AS scheduled;
+DELETE FROM jobs.schedule WHERE name = 'by-hand';
+SELECT jobs.unschedule('by-hand') AS removed;
 SELECT count(*) AS schedules FROM jobs.schedule;
 SELECT count(*) AS cron_jobs FROM cron.job;
 RESET ROLE;
