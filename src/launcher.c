@@ -18,8 +18,8 @@
  *	- once an hour, creates the history partitions ahead;
  *	- every ten minutes, after a configuration reload, and again at once
  *	  while a run left work over, removes finished jobs past
- *	  pg_jobs.retention through jobs.apply_retention() (which catches and
- *	  records its own errors, so a failing retention cannot stall the rest).
+ *	  pg_jobs.retention through jobs.apply_retention(), in a subtransaction
+ *	  so that a failing retention cannot stall the rest.
  *
  * The launcher holds no job state of its own: if it is terminated, the
  * postmaster restarts it and it adopts the running workers from shared
@@ -47,6 +47,7 @@
 #include "tcop/tcopprot.h"
 #include "utils/builtins.h"
 #include "utils/memutils.h"
+#include "utils/resowner.h"
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 
@@ -229,24 +230,56 @@ ensure_partitions(void)
 /*
  * apply_retention
  *		Remove finished jobs past retention; returns whether work is left
- *		(the run removes a bounded number of rows).  Runs last in the round,
+ *		(a run removes a bounded number of rows).  Runs last in the round,
  *		so the short exclusive lock of a partition drop ends at the commit
- *		right after it.
+ *		right after it.  In a subtransaction: an error (say, an extension
+ *		version without jobs.apply_retention) is logged and undone, and the
+ *		round's other work still commits.  Caller has SPI connected.
  */
 static bool
 apply_retention(void)
 {
-	int			ret;
-	bool		isnull;
-	Datum		more;
+	MemoryContext cxt = CurrentMemoryContext;
+	ResourceOwner owner = CurrentResourceOwner;
+	volatile bool more = false;
 
-	ret = SPI_execute("SELECT (jobs.apply_retention() OPERATOR(pg_catalog.->>) 'more')::boolean",
-					  false, 0);
-	if (ret != SPI_OK_SELECT || SPI_processed != 1)
-		elog(ERROR, "pg_jobs: apply_retention failed: %s",
-			 SPI_result_code_string(ret));
-	more = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
-	return !isnull && DatumGetBool(more);
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(cxt);
+	PG_TRY();
+	{
+		int			ret;
+		bool		isnull;
+		Datum		d;
+
+		ret = SPI_execute("SELECT (jobs.apply_retention() OPERATOR(pg_catalog.->>) 'more')::boolean",
+						  false, 0);
+		if (ret != SPI_OK_SELECT || SPI_processed != 1)
+			elog(ERROR, "pg_jobs: apply_retention failed: %s",
+				 SPI_result_code_string(ret));
+		d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+		more = !isnull && DatumGetBool(d);
+		ReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(cxt);
+		CurrentResourceOwner = owner;
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(cxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(cxt);
+		CurrentResourceOwner = owner;
+		ereport(LOG,
+				(errmsg("pg_jobs: retention failed: %s", edata->message),
+				 errdetail("It is tried again in %d minutes.", RETENTION_INTERVAL_MS / 60000)));
+		FreeErrorData(edata);
+		more = false;
+	}
+	PG_END_TRY();
+	return more;
 }
 
 /*

@@ -81,7 +81,24 @@ is($node->safe_psql('postgres', q{
 		FROM jobs.health() h, LATERAL (SELECT h->'last_retention') AS x(r)}),
 	'7 days 3 1 false',
 	'jobs.health() reports the last retention run: 3 jobs removed, 1 partition dropped');
-ok($node->log_contains('retention failed') == 0, 'no retention run failed');
+ok(!$node->log_contains('retention failed'), 'no retention run failed');
+
+# A retention that fails is logged and undone; the launcher goes on.
+my $launcher = $node->safe_psql('postgres',
+	q{SELECT pid FROM pg_stat_activity WHERE backend_type = 'pg_jobs launcher'});
+my $offset = -s $node->logfile;
+$node->safe_psql('postgres', q{
+	ALTER FUNCTION jobs.apply_retention(integer) RENAME TO apply_retention_away;
+	SELECT pg_reload_conf();
+});
+$node->wait_for_log(qr/pg_jobs: retention failed: function jobs.apply_retention\(\) does not exist/, $offset);
+$node->safe_psql('postgres', q{
+	ALTER FUNCTION jobs.apply_retention_away(integer) RENAME TO apply_retention;
+	SELECT jobs.enqueue('nightly', task_id => 'after-failure');
+});
+is($node->safe_psql('postgres',
+		q{SELECT pid FROM pg_stat_activity WHERE backend_type = 'pg_jobs launcher'}),
+	$launcher, 'a failing retention run is logged and the launcher keeps running');
 
 # Without pg_cron in the database, jobs.schedule() says what is missing.
 my ($ret, $out, $err) = $node->psql('postgres',
