@@ -29,13 +29,13 @@ PG_MODULE_MAGIC;
 void		_PG_init(void);
 
 char	   *pg_jobs_database = NULL;
+int			pg_jobs_retention = 30 * 86400;	/* seconds; 0 = forever */
+int			pg_jobs_retention_failed = -1;	/* -1 = as pg_jobs_retention */
 int			pg_jobs_workers = 2;
 int			pg_jobs_poll_interval = 1000;
 int			pg_jobs_shutdown_grace = 5000;
 int			pg_jobs_maintenance_interval = 1000;
 int			pg_jobs_retry_base_delay = 1000;
-int			pg_jobs_retention = 30 * 86400;
-int			pg_jobs_retention_failed = -1;
 
 static shmem_request_hook_type prev_shmem_request_hook = NULL;
 static shmem_startup_hook_type prev_shmem_startup_hook = NULL;

@@ -46,13 +46,13 @@ typedef enum JobStatus
 
 /* pg_jobs.c: settings */
 extern char *pg_jobs_database;
+extern int	pg_jobs_retention;
+extern int	pg_jobs_retention_failed;
 extern int	pg_jobs_workers;
 extern int	pg_jobs_poll_interval;
 extern int	pg_jobs_shutdown_grace;
 extern int	pg_jobs_maintenance_interval;
 extern int	pg_jobs_retry_base_delay;
-extern int	pg_jobs_retention;
-extern int	pg_jobs_retention_failed;
 
 /* lifecycle.c */
 extern const char *JobStatusName(JobStatus s);
