@@ -2056,9 +2056,449 @@ GRANT EXECUTE ON FUNCTION
     jobs.log_sources(text), jobs._purge_logs(bigint[])
     TO PUBLIC;
 
+-- 11. Retention ---------------------------------------------------------
+
+/*
+ * Finished jobs older than pg_jobs.retention (success) and
+ * pg_jobs.retention_failed (failure, revoked) are removed with their log
+ * entries by jobs.apply_retention(), which the launcher runs every ten
+ * minutes.  Cheap by construction:
+ *   - a daily partition of jobs.job_done whose whole day is past both
+ *     retentions is dropped (its jobs' log entries are deleted first, through
+ *     the (job_id, id) index): no dead rows, no vacuum debt;
+ *   - rows past retention elsewhere (jobs.job_done_default, or a day that is
+ *     past only the shorter of two different retentions) are deleted in
+ *     batches of 1000, at most max_rows per run; the launcher runs again at
+ *     once while a run reports "more".
+ * Dropping a partition needs a brief ACCESS EXCLUSIVE lock on jobs.job_done;
+ * it waits at most one second (lock_timeout) and is otherwise retried on the
+ * next run.  In-flight jobs live in jobs.job_hot, which is never touched;
+ * acknowledged or not does not matter.
+ */
+CREATE TABLE jobs.maintenance_state (
+    name        text PRIMARY KEY CHECK (name <> ''),
+    last_run    timestamptz NOT NULL,
+    result      jsonb NOT NULL
+);
+COMMENT ON TABLE jobs.maintenance_state IS
+    'Outcome of the last run of each maintenance task (e.g. retention), shown by jobs.health().';
+-- Counts and times only: readable by everyone (jobs.health() runs as the caller).
+REVOKE ALL ON jobs.maintenance_state FROM PUBLIC;
+GRANT SELECT ON jobs.maintenance_state TO PUBLIC;
+
+-- A retention setting in seconds as an interval; NULL = keep forever.
+CREATE FUNCTION jobs._retention(setting text) RETURNS interval
+    LANGUAGE sql STABLE
+    SET search_path = pg_catalog, pg_temp
+    RETURN (SELECT CASE WHEN v.secs > 0 THEN pg_catalog.justify_hours(pg_catalog.make_interval(secs => v.secs)) END
+            FROM (SELECT coalesce((SELECT s.setting::bigint FROM pg_catalog.pg_settings s
+                                   WHERE s.name OPERATOR(pg_catalog.=) _retention.setting),
+                                  2592000) AS secs) v);
+COMMENT ON FUNCTION jobs._retention(text) IS
+    'A retention setting (seconds) as an interval; NULL when it is 0 (keep forever).';
+
+CREATE FUNCTION jobs.apply_retention(max_rows integer DEFAULT 100000) RETURNS jsonb
+    LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+    SET lock_timeout = '1s'
+AS $fn$
+DECLARE
+    keep_s    interval;
+    keep_f    interval;
+    cut_s     timestamptz;
+    cut_f     timestamptz;
+    drop_cut  timestamptz;
+    p         record;
+    b         text[];
+    dropped   text[] := '{}';
+    skipped   text[] := '{}';
+    rows_del  bigint := 0;
+    logs_del  bigint := 0;
+    n_rows    bigint;
+    n_logs    bigint;
+    budget    bigint := greatest(coalesce(max_rows, 100000), 1);
+    more      boolean := false;
+    outcome   jsonb;
+BEGIN
+    -- the settings are defined once the library is loaded
+    PERFORM jobs._is_admin();
+    keep_s := jobs._retention('pg_jobs.retention');
+    IF (SELECT s.setting::integer FROM pg_catalog.pg_settings s
+        WHERE s.name = 'pg_jobs.retention_failed') >= 0 THEN
+        keep_f := jobs._retention('pg_jobs.retention_failed');
+    ELSE
+        keep_f := keep_s;
+    END IF;
+    cut_s := pg_catalog.now() - keep_s;
+    cut_f := pg_catalog.now() - keep_f;
+    IF cut_s IS NOT NULL AND cut_f IS NOT NULL THEN
+        drop_cut := LEAST(cut_s, cut_f);
+    END IF;
+
+    BEGIN
+        -- Row deletes first, partition drops last: the exclusive lock a drop
+        -- takes is then held only until the caller commits.
+        FOR p IN SELECT c.relname,
+                        pg_catalog.regexp_match(pg_catalog.pg_get_expr(c.relpartbound, c.oid),
+                            $re$^FOR VALUES FROM \('([^']+)'\) TO \('([^']+)'\)$$re$) AS bounds
+                 FROM pg_catalog.pg_inherits i
+                 JOIN pg_catalog.pg_class c ON c.oid = i.inhrelid
+                 WHERE i.inhparent = 'jobs.job_done'::pg_catalog.regclass
+                 ORDER BY c.relname
+        LOOP
+            b := p.bounds;
+            CONTINUE WHEN b IS NOT NULL AND drop_cut IS NOT NULL
+                          AND b[2]::timestamptz <= drop_cut;     -- dropped below
+            CONTINUE WHEN b IS NOT NULL
+                          AND b[1]::timestamptz >= GREATEST(cut_s, cut_f); -- all recent
+            CONTINUE WHEN cut_s IS NULL AND cut_f IS NULL;
+            LOOP
+                EXIT WHEN budget <= 0;
+                EXECUTE pg_catalog.format($q$
+                    WITH v AS (SELECT d.id FROM jobs.%1$I d
+                               WHERE (d.status = 'success' AND d.date_done < $1)
+                                  OR (d.status <> 'success' AND d.date_done < $2)
+                               LIMIT $3),
+                         l AS (DELETE FROM jobs.job_log g USING v
+                               WHERE g.job_id = v.id RETURNING 1),
+                         j AS (DELETE FROM jobs.%1$I d USING v
+                               WHERE d.id = v.id RETURNING 1)
+                    SELECT (SELECT pg_catalog.count(*) FROM j), (SELECT pg_catalog.count(*) FROM l)$q$,
+                    p.relname)
+                INTO n_rows, n_logs
+                USING cut_s, cut_f, LEAST(budget, 1000);
+                rows_del := rows_del + n_rows;
+                logs_del := logs_del + n_logs;
+                budget := budget - n_rows;
+                EXIT WHEN n_rows < LEAST(budget + n_rows, 1000);
+            END LOOP;
+            IF budget <= 0 THEN
+                more := true;
+                EXIT;
+            END IF;
+        END LOOP;
+
+        IF drop_cut IS NOT NULL THEN
+            FOR p IN SELECT c.relname,
+                            pg_catalog.regexp_match(pg_catalog.pg_get_expr(c.relpartbound, c.oid),
+                                $re$^FOR VALUES FROM \('([^']+)'\) TO \('([^']+)'\)$$re$) AS bounds
+                     FROM pg_catalog.pg_inherits i
+                     JOIN pg_catalog.pg_class c ON c.oid = i.inhrelid
+                     WHERE i.inhparent = 'jobs.job_done'::pg_catalog.regclass
+                     ORDER BY c.relname
+            LOOP
+                CONTINUE WHEN p.bounds IS NULL OR p.bounds[2]::timestamptz > drop_cut;
+                BEGIN
+                    EXECUTE pg_catalog.format(
+                        'DELETE FROM jobs.job_log g USING jobs.%I d WHERE g.job_id = d.id',
+                        p.relname);
+                    GET DIAGNOSTICS n_logs = ROW_COUNT;
+                    EXECUTE pg_catalog.format('SELECT pg_catalog.count(*) FROM jobs.%I', p.relname)
+                        INTO n_rows;
+                    EXECUTE pg_catalog.format('ALTER TABLE jobs.job_done DETACH PARTITION jobs.%I',
+                                              p.relname);
+                    EXECUTE pg_catalog.format('DROP TABLE jobs.%I', p.relname);
+                    dropped := dropped || p.relname::text;
+                    rows_del := rows_del + n_rows;
+                    logs_del := logs_del + n_logs;
+                EXCEPTION WHEN lock_not_available THEN
+                    -- busy: try again on the next run
+                    skipped := skipped || p.relname::text;
+                END;
+            END LOOP;
+        END IF;
+
+        outcome := pg_catalog.jsonb_build_object(
+            'at', pg_catalog.now(),
+            'retention', keep_s, 'retention_failed', keep_f,
+            'partitions_dropped', pg_catalog.to_jsonb(dropped),
+            'partitions_busy', pg_catalog.to_jsonb(skipped),
+            'rows_deleted', rows_del, 'logs_deleted', logs_del,
+            'more', more);
+    EXCEPTION WHEN OTHERS THEN
+        -- Recorded, not raised: the launcher's other work must go on.
+        outcome := pg_catalog.jsonb_build_object(
+            'at', pg_catalog.now(), 'error', SQLERRM, 'sqlstate', SQLSTATE, 'more', false);
+        RAISE WARNING 'pg_jobs: retention failed: %', SQLERRM;
+    END;
+
+    INSERT INTO jobs.maintenance_state AS m (name, last_run, result)
+    VALUES ('retention', pg_catalog.now(), outcome)
+    ON CONFLICT (name) DO UPDATE SET last_run = excluded.last_run, result = excluded.result;
+    RETURN outcome;
+END
+$fn$;
+COMMENT ON FUNCTION jobs.apply_retention(integer) IS
+    'Removes finished jobs (and their logs) older than pg_jobs.retention / pg_jobs.retention_failed: drops whole daily history partitions, deletes other rows in batches (at most max_rows). Returns {"partitions_dropped","rows_deleted","logs_deleted","more",...}. Run by the launcher; superusers and jobs_admin only.';
+-- Security definer because dropping a partition needs its owner; so only the
+-- roles that may remove history can run it.
+REVOKE ALL ON FUNCTION jobs.apply_retention(integer), jobs._retention(text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION jobs.apply_retention(integer) TO jobs_admin;
+
+CREATE OR REPLACE FUNCTION jobs.health() RETURNS jsonb
+    LANGUAGE sql STABLE
+    SET search_path = pg_catalog, pg_temp
+BEGIN ATOMIC
+    SELECT pg_catalog.jsonb_build_object(
+        'workers', (SELECT coalesce(pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object(
+                        'slot', w.slot, 'pid', w.pid, 'state', w.state,
+                        'task_id', (SELECT j.task_id FROM jobs.job j
+                                    WHERE j.id = w.job_id AND j.status = 'started'),
+                        'since', w.since) ORDER BY w.slot), '[]')
+                    FROM jobs._worker_slots() w),
+        'queues', (SELECT coalesce(pg_catalog.jsonb_object_agg(q.queue, pg_catalog.jsonb_build_object(
+                        'pending', q.pending, 'started', q.started,
+                        'oldest_pending_seconds', q.oldest)), '{}')
+                   FROM (SELECT j.queue,
+                                count(*) FILTER (WHERE j.status = 'pending') AS pending,
+                                count(*) FILTER (WHERE j.status = 'started') AS started,
+                                pg_catalog.date_part('epoch', pg_catalog.now()
+                                    - min(j.date_created) FILTER (WHERE j.status = 'pending')) AS oldest
+                         FROM jobs.job j WHERE j.status IN ('pending', 'started')
+                         GROUP BY j.queue) q),
+        'pending', (SELECT count(*) FROM jobs.job j WHERE j.status = 'pending'),
+        'started', (SELECT count(*) FROM jobs.job j WHERE j.status = 'started'),
+        'oldest_pending_seconds', (SELECT pg_catalog.date_part('epoch', pg_catalog.now() - min(j.date_created))
+                                   FROM jobs.job j WHERE j.status = 'pending'),
+        'running', (SELECT coalesce(pg_catalog.jsonb_agg(j.task_id ORDER BY j.id), '[]')
+                    FROM jobs.job j WHERE j.status = 'started'),
+        'last_retention', (SELECT m.result FROM jobs.maintenance_state m
+                           WHERE m.name = 'retention'));
+END;
+COMMENT ON FUNCTION jobs.health() IS
+    'Workers (pid, state, current task, since), pending/started counts per queue, oldest pending age, running task ids, and the last retention run.';
+
+-- 12. Schedules (pg_cron) -----------------------------------------------
+
+/*
+ * jobs.schedule() stores a schedule in jobs.schedule and registers a pg_cron
+ * job named "pg_jobs:<name>" whose command is only
+ *     SELECT jobs._scheduled_enqueue('<name>')
+ * (quoted with %L), so the definition lives here and the command is tiny and
+ * quoting-safe.  pg_cron runs the command as the role that scheduled it,
+ * which makes that role the owner of each run; the run's input carries
+ * "_schedule": <name> so the job says which schedule produced it.  Every
+ * function here is SECURITY INVOKER: pg_cron's own permissions (USAGE on
+ * schema cron) and ours both apply to the caller.  Schedules are per role,
+ * like pg_cron's job names: (owner, name) is the key.
+ *
+ * Who may create jobs with trigger source "scheduled": admins and members of
+ * jobs_scheduler.  That is enforced for every client (jobs.enqueue, direct
+ * INSERTs) by a restrictive row-level security policy on jobs.job whose
+ * check is evaluated only for that trigger source.
+ */
+DO $roles$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = 'jobs_scheduler') THEN
+        CREATE ROLE jobs_scheduler NOLOGIN;
+    END IF;
+END
+$roles$;
+
+CREATE FUNCTION jobs._may_schedule() RETURNS boolean
+    LANGUAGE sql STABLE
+    SET search_path = pg_catalog, pg_temp
+    RETURN jobs._is_admin() OR pg_catalog.pg_has_role('jobs_scheduler', 'MEMBER');
+COMMENT ON FUNCTION jobs._may_schedule() IS
+    'True when the current role may schedule jobs: a superuser, a member of jobs_admin or of jobs_scheduler.';
+
+-- Policy check: true, or an error that says why (a bare RLS violation would not).
+CREATE FUNCTION jobs._check_scheduled_source() RETURNS boolean
+    LANGUAGE plpgsql STABLE
+    SET search_path = pg_catalog, pg_temp
+AS $fn$
+BEGIN
+    IF NOT jobs._may_schedule() THEN
+        RAISE EXCEPTION 'permission denied to create jobs with trigger source "scheduled"'
+            USING ERRCODE = '42501',
+                  HINT = 'Only superusers and members of jobs_admin or jobs_scheduler may; use jobs.schedule().';
+    END IF;
+    RETURN true;
+END
+$fn$;
+COMMENT ON FUNCTION jobs._check_scheduled_source() IS
+    'Row-level security check of jobs.job: raises 42501 unless the current role may create scheduled jobs.';
+
+CREATE POLICY job_insert_scheduled ON jobs.job AS RESTRICTIVE FOR INSERT
+    WITH CHECK (trigger_source OPERATOR(pg_catalog.<>) 'scheduled'
+                OR jobs._check_scheduled_source());
+
+CREATE TABLE jobs.schedule (
+    owner       name NOT NULL DEFAULT CURRENT_USER,
+    name        text NOT NULL CHECK (name <> ''),
+    cron        text NOT NULL,
+    task_type   text NOT NULL,
+    input       jsonb NOT NULL DEFAULT '{}',
+    cron_job_id bigint,
+    created_at  timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    updated_at  timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    PRIMARY KEY (owner, name)
+);
+COMMENT ON TABLE jobs.schedule IS
+    'Recurring jobs: each row is a pg_cron job "pg_jobs:<name>" of its owner that enqueues task_type with input (trigger source scheduled). Change it with jobs.schedule() / jobs.unschedule().';
+
+ALTER TABLE jobs.schedule ENABLE ROW LEVEL SECURITY;
+-- Everyone sees the schedules of roles they belong to (admins all), and
+-- changes only their own (pg_cron jobs belong to the role that made them).
+CREATE POLICY schedule_select ON jobs.schedule FOR SELECT
+    USING (jobs._visible(owner));
+CREATE POLICY schedule_write ON jobs.schedule FOR ALL
+    USING (owner OPERATOR(pg_catalog.=) CURRENT_USER)
+    WITH CHECK (owner OPERATOR(pg_catalog.=) CURRENT_USER);
+REVOKE ALL ON jobs.schedule FROM PUBLIC;
+GRANT SELECT, DELETE ON jobs.schedule TO PUBLIC;       -- RLS: own rows; unschedule needs no role
+GRANT INSERT, UPDATE ON jobs.schedule TO jobs_scheduler, jobs_admin;
+
+-- 55000 unless pg_cron is installed here and the caller may use it.
+CREATE FUNCTION jobs._require_pg_cron(need_usage boolean DEFAULT true) RETURNS void
+    LANGUAGE plpgsql STABLE
+    SET search_path = pg_catalog, pg_temp
+AS $fn$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_extension e
+                   WHERE e.extname OPERATOR(pg_catalog.=) 'pg_cron') THEN
+        RAISE EXCEPTION 'pg_cron is not installed in database "%"', pg_catalog.current_database()
+            USING ERRCODE = '55000',
+                  DETAIL = 'Schedules of pg_jobs are run by pg_cron.',
+                  HINT = 'Add pg_cron to shared_preload_libraries, set cron.database_name to this database, and run CREATE EXTENSION pg_cron.';
+    END IF;
+    IF need_usage AND NOT pg_catalog.has_schema_privilege('cron', 'USAGE') THEN
+        RAISE EXCEPTION 'permission denied for schema cron'
+            USING ERRCODE = '42501',
+                  HINT = 'An administrator must GRANT USAGE ON SCHEMA cron to the role (or to jobs_scheduler).';
+    END IF;
+END
+$fn$;
+COMMENT ON FUNCTION jobs._require_pg_cron(boolean) IS
+    'Raises 55000 (with a hint) when pg_cron is not installed in this database, and with need_usage 42501 when the caller may not use it.';
+
+CREATE FUNCTION jobs.schedule(name text, cron text, task_type text, input jsonb DEFAULT '{}')
+    RETURNS bigint
+    LANGUAGE plpgsql VOLATILE
+    SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    tt  jobs.task_type;
+    jid bigint;
+BEGIN
+    IF NOT jobs._may_schedule() THEN
+        RAISE EXCEPTION 'permission denied to schedule jobs'
+            USING ERRCODE = '42501',
+                  HINT = 'Only superusers and members of jobs_admin or jobs_scheduler may schedule jobs.';
+    END IF;
+    IF name IS NULL OR pg_catalog.btrim(name) = '' THEN
+        RAISE EXCEPTION 'schedule name must not be empty' USING ERRCODE = '22023';
+    END IF;
+    IF cron IS NULL OR pg_catalog.btrim(cron) = '' THEN
+        RAISE EXCEPTION 'cron schedule must not be empty'
+            USING ERRCODE = '22023', HINT = 'Use cron syntax, e.g. ''0 3 * * *'' (03:00 GMT daily).';
+    END IF;
+    IF input IS NULL OR pg_catalog.jsonb_typeof(input) <> 'object' THEN
+        RAISE EXCEPTION 'job input must be a JSON object' USING ERRCODE = '22023';
+    END IF;
+    SELECT t.* INTO tt FROM jobs.task_type t WHERE t.name = schedule.task_type;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'unknown task type "%"', task_type
+            USING ERRCODE = '22023', HINT = 'Register it with jobs.register_task_type().';
+    END IF;
+    IF NOT tt.tracked THEN
+        RAISE EXCEPTION 'task type "%" is not tracked, so its scheduled runs would store nothing', task_type
+            USING ERRCODE = '22023';
+    END IF;
+    PERFORM jobs._require_pg_cron();
+
+    INSERT INTO jobs.schedule AS s (owner, name, cron, task_type, input)
+    VALUES (CURRENT_USER, schedule.name, schedule.cron, schedule.task_type, schedule.input)
+    ON CONFLICT ON CONSTRAINT schedule_pkey DO UPDATE
+        SET cron = excluded.cron, task_type = excluded.task_type, input = excluded.input,
+            updated_at = pg_catalog.now();
+    BEGIN
+        -- same name again: pg_cron updates its job in place
+        jid := cron.schedule('pg_jobs:' || schedule.name, schedule.cron,
+                             pg_catalog.format('SELECT jobs._scheduled_enqueue(%L)', schedule.name));
+    EXCEPTION WHEN OTHERS THEN
+        IF SQLERRM LIKE 'invalid schedule%' THEN
+            RAISE EXCEPTION 'invalid cron schedule "%"', schedule.cron
+                USING ERRCODE = '22023',
+                      DETAIL = SQLERRM,
+                      HINT = 'Use five fields (minute hour day month weekday) in GMT, e.g. ''0 3 * * *''; @hourly, @daily, ... also work. pg_cron 1.4 has no seconds.';
+        END IF;
+        RAISE;
+    END;
+    UPDATE jobs.schedule s SET cron_job_id = jid
+     WHERE s.owner = CURRENT_USER AND s.name = schedule.name;
+    RETURN jid;
+END
+$fn$;
+COMMENT ON FUNCTION jobs.schedule(text, text, text, jsonb) IS
+    'Creates or updates the caller''s schedule name: pg_cron enqueues task_type with input at every cron time (GMT), trigger source scheduled, owned by the caller. Returns the pg_cron job id. Needs jobs_scheduler (or admin) and USAGE on schema cron; 55000 when pg_cron is not installed.';
+
+CREATE FUNCTION jobs.unschedule(name text) RETURNS boolean
+    LANGUAGE plpgsql VOLATILE
+    SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    had_row  boolean;
+    had_cron boolean := false;
+BEGIN
+    PERFORM jobs._require_pg_cron(need_usage => false);
+    DELETE FROM jobs.schedule d
+     WHERE d.owner = CURRENT_USER AND d.name = unschedule.name;
+    had_row := FOUND;
+    IF pg_catalog.has_schema_privilege('cron', 'USAGE') THEN
+        -- cron.job shows the caller only its own jobs; one left without its
+        -- row (deleted by hand) is removed too
+        IF EXISTS (SELECT 1 FROM cron.job c WHERE c.jobname = 'pg_jobs:' || unschedule.name) THEN
+            PERFORM cron.unschedule(('pg_jobs:' || unschedule.name)::name);
+            had_cron := true;
+        END IF;
+    ELSIF had_row THEN
+        PERFORM jobs._require_pg_cron();    -- 42501: cannot reach pg_cron
+    END IF;
+    RETURN had_row OR had_cron;
+END
+$fn$;
+COMMENT ON FUNCTION jobs.unschedule(text) IS
+    'Removes the caller''s schedule name and its pg_cron job; false when the caller has no such schedule.';
+
+/*
+ * The command of every pg_cron job of pg_jobs: enqueue one run of the
+ * caller's schedule.  pg_cron runs it as the role that scheduled it.
+ */
+CREATE FUNCTION jobs._scheduled_enqueue(name text) RETURNS jobs.job
+    LANGUAGE plpgsql VOLATILE
+    SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    s jobs.schedule;
+BEGIN
+    SELECT d.* INTO s FROM jobs.schedule d
+     WHERE d.owner = CURRENT_USER AND d.name = _scheduled_enqueue.name;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'schedule "%" of role "%" does not exist', name, CURRENT_USER
+            USING ERRCODE = 'PT404';
+    END IF;
+    RETURN jobs.enqueue(s.task_type,
+                        s.input OPERATOR(pg_catalog.||) pg_catalog.jsonb_build_object('_schedule', s.name),
+                        'scheduled', s.owner);
+END
+$fn$;
+COMMENT ON FUNCTION jobs._scheduled_enqueue(text) IS
+    'Enqueues one run of the caller''s schedule (what pg_cron executes): trigger source scheduled, owner the caller, input with "_schedule": name.';
+
+REVOKE ALL ON FUNCTION jobs._may_schedule(), jobs._check_scheduled_source(),
+    jobs._require_pg_cron(boolean), jobs.schedule(text, text, text, jsonb), jobs.unschedule(text),
+    jobs._scheduled_enqueue(text) FROM PUBLIC;
+-- The policy check runs for every role that inserts jobs; the API checks
+-- inside (jobs_scheduler, pg_cron's USAGE, row-level security).
+GRANT EXECUTE ON FUNCTION jobs._may_schedule(), jobs._check_scheduled_source(),
+    jobs._require_pg_cron(boolean), jobs.schedule(text, text, text, jsonb), jobs.unschedule(text),
+    jobs._scheduled_enqueue(text) TO PUBLIC;
+
 -- User data: keep it in pg_dump output.
 SELECT pg_catalog.pg_extension_config_dump('jobs.task_type', '');
 SELECT pg_catalog.pg_extension_config_dump('jobs.trigger_source', '');
 SELECT pg_catalog.pg_extension_config_dump('jobs.job_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('jobs.schedule', '');
 
 NOTIFY pgrst, 'reload schema';

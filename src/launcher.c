@@ -15,7 +15,11 @@
  *	  external workers whose lease expired: each is requeued with backoff when
  *	  it has attempts left and failed with the reason otherwise, through
  *	  jobs._reconcile();
- *	- once an hour, creates the history partitions ahead.
+ *	- once an hour, creates the history partitions ahead;
+ *	- every ten minutes, after a configuration reload, and again at once
+ *	  while a run left work over, removes finished jobs past
+ *	  pg_jobs.retention through jobs.apply_retention(), in a subtransaction
+ *	  so that a failing retention cannot stall the rest.
  *
  * The launcher holds no job state of its own: if it is terminated, the
  * postmaster restarts it and it adopts the running workers from shared
@@ -43,12 +47,14 @@
 #include "tcop/tcopprot.h"
 #include "utils/builtins.h"
 #include "utils/memutils.h"
+#include "utils/resowner.h"
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 
 #include "pg_jobs.h"
 
 #define PARTITION_INTERVAL_MS	(3600 * 1000)
+#define RETENTION_INTERVAL_MS	(600 * 1000)
 
 static BackgroundWorkerHandle *handles[PGJOBS_MAX_WORKERS];
 static bool warned_no_slot = false;
@@ -222,11 +228,68 @@ ensure_partitions(void)
 }
 
 /*
+ * apply_retention
+ *		Remove finished jobs past retention; returns whether work is left
+ *		(a run removes a bounded number of rows).  Runs last in the round,
+ *		so the short exclusive lock of a partition drop ends at the commit
+ *		right after it.  In a subtransaction: an error (say, an extension
+ *		version without jobs.apply_retention) is logged and undone, and the
+ *		round's other work still commits.  Caller has SPI connected.
+ */
+static bool
+apply_retention(void)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	ResourceOwner owner = CurrentResourceOwner;
+	volatile bool more = false;
+
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(cxt);
+	PG_TRY();
+	{
+		int			ret;
+		bool		isnull;
+		Datum		d;
+
+		ret = SPI_execute("SELECT (jobs.apply_retention() OPERATOR(pg_catalog.->>) 'more')::boolean",
+						  false, 0);
+		if (ret != SPI_OK_SELECT || SPI_processed != 1)
+			elog(ERROR, "pg_jobs: apply_retention failed: %s",
+				 SPI_result_code_string(ret));
+		d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+		more = !isnull && DatumGetBool(d);
+		ReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(cxt);
+		CurrentResourceOwner = owner;
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(cxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(cxt);
+		CurrentResourceOwner = owner;
+		ereport(LOG,
+				(errmsg("pg_jobs: retention failed: %s", edata->message),
+				 errdetail("It is tried again in %d minutes.", RETENTION_INTERVAL_MS / 60000)));
+		FreeErrorData(edata);
+		more = false;
+	}
+	PG_END_TRY();
+	return more;
+}
+
+/*
  * maintain
  *		One round of the launcher's work, in one transaction.
+ *		*partitions_due and *retention_due say what else is due; they are
+ *		cleared when done (retention stays due while a run left work over).
  */
 static void
-maintain_xact(bool *partitions_due)
+maintain_xact(bool *partitions_due, bool *retention_due)
 {
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
@@ -253,6 +316,8 @@ maintain_xact(bool *partitions_due)
 			ensure_partitions();
 			*partitions_due = false;
 		}
+		if (*retention_due)
+			*retention_due = apply_retention();
 		PgJobsState->last_maintenance = GetCurrentTimestamp();
 	}
 
@@ -269,13 +334,13 @@ maintain_xact(bool *partitions_due)
  *		instead of ending the launcher.
  */
 static void
-maintain(bool *partitions_due)
+maintain(bool *partitions_due, bool *retention_due)
 {
 	MemoryContext cxt = CurrentMemoryContext;
 
 	PG_TRY();
 	{
-		maintain_xact(partitions_due);
+		maintain_xact(partitions_due, retention_due);
 	}
 	PG_CATCH();
 	{
@@ -292,6 +357,7 @@ void
 PgJobsLauncherMain(Datum main_arg)
 {
 	TimestampTz next_partitions = 0;
+	TimestampTz next_retention = 0;
 
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
 	pqsignal(SIGTERM, die);
@@ -308,19 +374,25 @@ PgJobsLauncherMain(Datum main_arg)
 	for (;;)
 	{
 		bool		partitions_due;
+		bool		retention_due;
 
 		CHECK_FOR_INTERRUPTS();
 		if (ConfigReloadPending)
 		{
 			ConfigReloadPending = false;
 			ProcessConfigFile(PGC_SIGHUP);
+			next_retention = 0; /* the retention may have changed */
 		}
 
 		partitions_due = GetCurrentTimestamp() >= next_partitions;
-		maintain(&partitions_due);
+		retention_due = GetCurrentTimestamp() >= next_retention;
+		maintain(&partitions_due, &retention_due);
 		if (!partitions_due && next_partitions <= GetCurrentTimestamp())
 			next_partitions = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
 														  PARTITION_INTERVAL_MS);
+		if (!retention_due && next_retention <= GetCurrentTimestamp())
+			next_retention = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+														 RETENTION_INTERVAL_MS);
 
 		(void) WaitLatch(MyLatch,
 						 WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,

@@ -29,6 +29,8 @@ PG_MODULE_MAGIC;
 void		_PG_init(void);
 
 char	   *pg_jobs_database = NULL;
+int			pg_jobs_retention = 30 * 86400;	/* seconds; 0 = forever */
+int			pg_jobs_retention_failed = -1;	/* -1 = as pg_jobs_retention */
 int			pg_jobs_workers = 2;
 int			pg_jobs_poll_interval = 1000;
 int			pg_jobs_shutdown_grace = 5000;
@@ -115,6 +117,28 @@ _PG_init(void)
 							1000, 1, 3600 * 1000,
 							PGC_SIGHUP,
 							GUC_UNIT_MS,
+							NULL, NULL, NULL);
+
+	/*
+	 * Retention is read by jobs.apply_retention() through pg_settings; it is
+	 * PGC_SUSET so that an admin session (and the tests) can try a value
+	 * before putting it into the configuration the launcher reads.
+	 */
+	DefineCustomIntVariable("pg_jobs.retention",
+							"How long finished jobs and their logs are kept.",
+							"0 keeps them forever.  The launcher removes older ones by dropping whole daily history partitions.",
+							&pg_jobs_retention,
+							30 * 86400, 0, INT_MAX,
+							PGC_SUSET,
+							GUC_UNIT_S,
+							NULL, NULL, NULL);
+	DefineCustomIntVariable("pg_jobs.retention_failed",
+							"How long failed and revoked jobs are kept.",
+							"-1 (the default) means the same as pg_jobs.retention; 0 keeps them forever.",
+							&pg_jobs_retention_failed,
+							-1, -1, INT_MAX,
+							PGC_SUSET,
+							GUC_UNIT_S,
 							NULL, NULL, NULL);
 
 	/* components define their GUCs before the prefix is reserved */

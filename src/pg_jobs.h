@@ -48,6 +48,8 @@ typedef enum JobStatus
 
 /* pg_jobs.c: settings */
 extern char *pg_jobs_database;
+extern int	pg_jobs_retention;
+extern int	pg_jobs_retention_failed;
 extern int	pg_jobs_workers;
 extern int	pg_jobs_poll_interval;
 extern int	pg_jobs_shutdown_grace;
