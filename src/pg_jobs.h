@@ -109,6 +109,11 @@ extern bool PgJobsMayActFor(Oid roleid, const char *owner);
 extern void PgJobsLockJob(int64 job_id);
 extern void PgJobsLockTaskType(const char *task_type);
 
+/* dependencies.c */
+extern bool PgJobsEnqueueDependencies(int64 job_id, Datum depends_on,
+									  TimestampTz run_at, Oid owner);
+extern void PgJobsCheckParent(int64 job_id, int64 parent_id);
+
 /* logs.c: log levels, in order of severity */
 #define PGJOBS_LOG_DEBUG			0
 #define PGJOBS_LOG_INFO				1
