@@ -25,8 +25,8 @@
  * edge points from a job to an older one.
  *
  * When a job finishes (AFTER INSERT on jobs.job_done, which fires when the
- * row moves there), the rows naming it are deleted, in one index probe when
- * nothing depends on it.  For each dependent:
+ * row moves there), the rows naming it are deleted; when nothing depends on
+ * it, that is one index probe without SPI.  For each dependent:
  *	- success: once it has no unfinished dependency left, its run_at is set
  *	  back to the requested time and the workers are woken at commit;
  *	- failure or revoked: the dependent is revoked with a result naming the
@@ -63,7 +63,11 @@
  */
 #include "postgres.h"
 
+#include "access/genam.h"
 #include "access/htup_details.h"
+#include "access/stratnum.h"
+#include "access/table.h"
+#include "catalog/namespace.h"
 #include "catalog/pg_type.h"
 #include "commands/trigger.h"
 #include "executor/spi.h"
@@ -71,8 +75,10 @@
 #include "miscadmin.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
+#include "utils/fmgroids.h"
 #include "utils/lsyscache.h"
 #include "utils/rel.h"
+#include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 
 #include "pg_jobs.h"
@@ -325,6 +331,40 @@ PgJobsCheckParent(int64 job_id, int64 parent_id)
 }
 
 /*
+ * has_dependents
+ *		Does any job wait for job_id?  One probe of the depends_on index,
+ *		without SPI, so that finishing a job nobody waits for stays cheap.
+ *		Uses a new snapshot: it must see the waits that enqueues committed
+ *		before the caller took the job's report lock, and its own.
+ */
+static bool
+has_dependents(int64 job_id)
+{
+	Oid			nsp = get_namespace_oid("jobs", false);
+	Oid			relid = get_relname_relid("job_dependency", nsp);
+	Oid			indexid = get_relname_relid("job_dependency_depends_on", nsp);
+	Relation	rel;
+	SysScanDesc scan;
+	ScanKeyData key;
+	Snapshot	snapshot;
+	bool		found;
+
+	if (!OidIsValid(relid) || !OidIsValid(indexid))
+		elog(ERROR, "pg_jobs: jobs.job_dependency or its index is missing");
+	rel = table_open(relid, AccessShareLock);
+	snapshot = RegisterSnapshot(GetLatestSnapshot());
+	/* systable_beginscan takes the heap's attribute number */
+	ScanKeyInit(&key, get_attnum(relid, "depends_on_id"), BTEqualStrategyNumber,
+				F_INT8EQ, Int64GetDatum(job_id));
+	scan = systable_beginscan(rel, indexid, true, snapshot, 1, &key);
+	found = HeapTupleIsValid(systable_getnext(scan));
+	systable_endscan(scan);
+	UnregisterSnapshot(snapshot);
+	table_close(rel, AccessShareLock);
+	return found;
+}
+
+/*
  * pg_jobs_job_finished
  *		AFTER INSERT FOR EACH ROW trigger of jobs.job_done: a job has
  *		finished; release or revoke the jobs waiting for it (see the file
@@ -369,6 +409,11 @@ pg_jobs_job_finished(PG_FUNCTION_ARGS)
 	(void) heap_getattr(tup, SPI_fnumber(tupdesc, "depends_on"), tupdesc,
 						&isnull);
 	has_deps = !isnull;
+
+	/* the common case: no waits of its own, nobody waiting for it */
+	if (!has_deps && !has_dependents(job_id))
+		return PointerGetDatum(NULL);
+
 	status = SPI_getvalue(tup, tupdesc, SPI_fnumber(tupdesc, "status"));
 	task_id = SPI_getvalue(tup, tupdesc, SPI_fnumber(tupdesc, "task_id"));
 
