@@ -260,6 +260,18 @@ CREATE FUNCTION jobs.duration_seconds(job jobs.job) RETURNS double precision
 COMMENT ON FUNCTION jobs.duration_seconds(jobs.job) IS
     'Seconds the job ran: date_done - date_started (NULL until finished, or when it never started).';
 
+/*
+ * The run_at of a job waiting for its dependencies: far in the future, so
+ * no claim takes it.  Not 'infinity': the workers compute how long to sleep
+ * from min(run_at) - now().  Must equal PGJOBS_WAITING_RUN_AT_SQL (pg_jobs.h).
+ */
+CREATE FUNCTION jobs._waiting_run_at() RETURNS timestamptz
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE
+    SET search_path = pg_catalog, pg_temp
+    RETURN '9999-12-31 00:00:00+00'::timestamptz;
+COMMENT ON FUNCTION jobs._waiting_run_at() IS
+    'run_at of a job waiting for its dependencies (internal).';
+
 -- children are listed by parent (jobs.children())
 CREATE INDEX job_hot_parent ON jobs.job_hot (parent_id) WHERE parent_id IS NOT NULL;
 CREATE INDEX job_done_parent ON jobs.job_done (parent_id) WHERE parent_id IS NOT NULL;
@@ -267,7 +279,7 @@ CREATE INDEX job_done_parent ON jobs.job_done (parent_id) WHERE parent_id IS NOT
 /*
  * The unfinished dependencies of waiting jobs: job_id waits for
  * depends_on_id; run_at is the time job_id asked to run at.  A job with rows
- * here is pending with run_at = 'infinity' (unclaimable); when its last
+ * here is pending with run_at = jobs._waiting_run_at() (unclaimable); when its last
  * dependency succeeds it gets its run_at back, when one fails or is revoked
  * it is revoked.  Maintained by the C triggers only (src/dependencies.c).
  */
@@ -336,7 +348,7 @@ GRANT USAGE ON SCHEMA jobs TO PUBLIC;
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA jobs FROM PUBLIC;
 -- The policy helpers must be callable by every role that queries jobs.job.
 GRANT EXECUTE ON FUNCTION jobs._is_admin(), jobs._visible(name), jobs._may_act_for(name),
-    jobs._lock_job(bigint), jobs.status_display(jobs.status),
+    jobs._lock_job(bigint), jobs.status_display(jobs.status), jobs._waiting_run_at(),
     jobs.wait_time_seconds(jobs.job), jobs.duration_seconds(jobs.job) TO PUBLIC;
 -- The registry is public knowledge; only admins change it.
 GRANT SELECT ON jobs.trigger_source, jobs.task_type TO PUBLIC;
@@ -992,7 +1004,7 @@ SELECT j.id,
             THEN jobs._queue_position(j.queue, j.priority, j.id) END AS queue_position,
        j.parent_id,
        j.depends_on,
-       CASE WHEN j.status = 'pending' AND j.run_at = 'infinity'
+       CASE WHEN j.status = 'pending' AND j.run_at = jobs._waiting_run_at()
             THEN NULLIF(ARRAY(SELECT d.depends_on_id FROM jobs.job_dependency d
                               WHERE d.job_id = j.id ORDER BY d.depends_on_id),
                         '{}') END AS blocked_by,

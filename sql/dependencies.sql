@@ -18,7 +18,7 @@ CREATE OR REPLACE FUNCTION jid(tid text) RETURNS bigint LANGUAGE sql
     RETURN (SELECT id FROM jobs.job WHERE task_id = tid);
 -- st(task_id): status, run_at state and result reason of a job
 CREATE OR REPLACE FUNCTION st(tid text) RETURNS text LANGUAGE sql
-    RETURN (SELECT status || CASE WHEN status = 'pending' AND run_at = 'infinity'
+    RETURN (SELECT status || CASE WHEN status = 'pending' AND run_at = jobs._waiting_run_at()
                                   THEN ' (waiting)' ELSE '' END
                    || coalesce(' ' || regexp_replace(result->>'reason', '[0-9]+', 'N', 'g'), '')
             FROM jobs.job WHERE task_id = tid);
@@ -30,9 +30,9 @@ SELECT name FROM jobs.register_task_type('dep_urgent', queue => 'deps', priority
 
 -- A waits for nothing; B waits for A; C waits for A and B.
 SELECT status FROM jobs.enqueue('dep_step', task_id => 'A');
-SELECT status, run_at = 'infinity' AS waiting
+SELECT status, run_at = jobs._waiting_run_at() AS waiting
 FROM jobs.enqueue('dep_step', task_id => 'B', depends_on => ARRAY[jid('A')]);
-SELECT status, run_at = 'infinity' AS waiting
+SELECT status, run_at = jobs._waiting_run_at() AS waiting
 FROM jobs.enqueue('dep_step', task_id => 'C', depends_on => ARRAY[jid('A'), jid('B'), jid('A')]);
 SELECT task_id, depends_on_id = jid('A') AS on_a FROM jobs.job_dependency d
 JOIN jobs.job j ON j.id = d.job_id ORDER BY d.job_id, d.depends_on_id;
@@ -56,11 +56,11 @@ SELECT st('C') AS c;
 SELECT count(*) AS waits_left FROM jobs.job_dependency;
 
 -- A dependency that already succeeded does not hold a new job back.
-SELECT status, run_at = 'infinity' AS waiting
+SELECT status, run_at = jobs._waiting_run_at() AS waiting
 FROM jobs.enqueue('dep_step', task_id => 'D', depends_on => ARRAY[jid('A')]);
 -- The requested run_at is kept: a delayed dependent waits for its time too.
 SELECT status FROM jobs.enqueue('dep_step', task_id => 'E0');
-SELECT status, run_at = 'infinity' AS waiting
+SELECT status, run_at = jobs._waiting_run_at() AS waiting
 FROM jobs.enqueue('dep_step', task_id => 'E', run_at => now() + interval '1 hour',
                   depends_on => ARRAY[jid('E0')]);
 SELECT status FROM jobs.start('C');
@@ -119,9 +119,9 @@ SELECT status FROM jobs.enqueue('dep_step', task_id => 'other-1', owner => 'dep_
 SELECT jid('other-1') AS other_id \gset
 SET ROLE dep_user;
 SELECT try_n(format($$SELECT jobs.enqueue('dep_step', depends_on => ARRAY[%s])$$, :other_id));
-SELECT status, run_at = 'infinity' AS waiting
+SELECT status, run_at = jobs._waiting_run_at() AS waiting
 FROM jobs.enqueue('dep_step', task_id => 'mine-1');
-SELECT status, run_at = 'infinity' AS waiting
+SELECT status, run_at = jobs._waiting_run_at() AS waiting
 FROM jobs.enqueue('dep_step', task_id => 'mine-2', depends_on => ARRAY[jid('mine-1')]);
 SELECT task_id, cardinality(blocked_by) AS n_blocked FROM jobs.task_v10 WHERE queue = 'deps' ORDER BY id;
 RESET ROLE;
@@ -181,10 +181,21 @@ SELECT progress_percent FROM jobs.active() WHERE task_id = 'Q3';
 CREATE FUNCTION dep_h(job jobs.job) RETURNS jsonb LANGUAGE sql
     RETURN jsonb_build_object('ran', true);
 SELECT name FROM jobs.register_task_type('dep_run', 'dep_h(jobs.job)');
+-- While it waits the workers keep sleeping and polling (the same processes:
+-- its far-future run_at does not upset their sleep computation).
+DO $$
+BEGIN
+    FOR i IN 1..600 LOOP
+        EXIT WHEN (SELECT count(*) FROM jobs._worker_slots()) = 2;
+        PERFORM pg_sleep(0.05);
+    END LOOP;
+END $$;
+SELECT array_agg(pid ORDER BY slot) AS pids_before FROM jobs._worker_slots() \gset
 SELECT status FROM jobs.enqueue('dep_step', task_id => 'R0');
 SELECT status FROM jobs.enqueue('dep_run', task_id => 'R1', depends_on => ARRAY[jid('R0')]);
 SELECT pg_sleep(0.5);
 SELECT st('R1') AS r1;
+SELECT array_agg(pid ORDER BY slot) = :'pids_before' AS same_workers FROM jobs._worker_slots();
 SELECT count(*) FROM jobs.claim('deps', 100, 'w1') WHERE task_id = 'R0';
 SELECT status FROM jobs.succeed('R0');
 DO $$

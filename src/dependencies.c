@@ -5,7 +5,8 @@
  *	  the job that produced it (parent_id).
  *
  * A job enqueued with depends_on waits while any of its dependencies is
- * unfinished.  Waiting means: pending with run_at = 'infinity', so neither
+ * unfinished.  Waiting means: pending with run_at = 9999-12-31 (finite:
+ * the workers compute their sleep from min(run_at) - now()), so neither
  * the in-database workers nor jobs.claim() take it, and no claim query needs
  * to know about dependencies.  jobs.job_dependency holds one row per
  * unfinished dependency (job_id waits for depends_on_id) together with the
@@ -19,7 +20,7 @@
  *	  the job could never run;
  *	- all dependencies already succeeded: the job is runnable at once;
  *	- otherwise one row per unfinished dependency goes into
- *	  jobs.job_dependency and run_at becomes 'infinity'.
+ *	  jobs.job_dependency and run_at becomes PgJobsWaitingRunAt().
  * Cycles cannot form: dependencies must exist (and be visible) when the
  * dependent is inserted, and depends_on never changes afterwards, so every
  * edge points from a job to an older one.
@@ -75,6 +76,7 @@
 #include "miscadmin.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
+#include "utils/datetime.h"
 #include "utils/fmgroids.h"
 #include "utils/lsyscache.h"
 #include "utils/rel.h"
@@ -93,6 +95,16 @@ static SPIPlanPtr parent_plan = NULL;
 static SPIPlanPtr finished_plan = NULL;
 static SPIPlanPtr release_plan = NULL;
 static SPIPlanPtr revoke_plan = NULL;
+
+/*
+ * PgJobsWaitingRunAt
+ *		The run_at of a waiting job: 9999-12-31 00:00 UTC.
+ */
+TimestampTz
+PgJobsWaitingRunAt(void)
+{
+	return (TimestampTz) (date2j(9999, 12, 31) - POSTGRES_EPOCH_JDATE) * USECS_PER_DAY;
+}
 
 static SPIPlanPtr
 keep_plan(SPIPlanPtr *plan, const char *sql, int nargs, Oid *argtypes)
@@ -172,7 +184,7 @@ ids_datum(int64 *ids, int n)
  * Called by the BEFORE INSERT trigger as the caller (not inside SPI), only
  * when depends_on is not null.  owner is the role the registry lookups run
  * as (the table owner).  Returns true when the job must wait: the caller
- * then stores run_at = 'infinity'.  Raises 22023 for an unknown, invisible,
+ * then stores run_at = PgJobsWaitingRunAt().  Raises 22023 for an unknown, invisible,
  * self, failed or revoked dependency.
  */
 bool
@@ -485,7 +497,7 @@ pg_jobs_job_finished(PG_FUNCTION_ARGS)
 					  "UPDATE jobs.job j SET run_at = $2 "
 					  "WHERE j.id OPERATOR(pg_catalog.=) $1 "
 					  "  AND j.status OPERATOR(pg_catalog.=) 'pending' "
-					  "  AND j.run_at OPERATOR(pg_catalog.=) 'infinity' "
+					  "  AND j.run_at OPERATOR(pg_catalog.=) " PGJOBS_WAITING_RUN_AT_SQL " "
 					  "  AND NOT EXISTS (SELECT 1 FROM jobs.job_dependency d "
 					  "                  WHERE d.job_id OPERATOR(pg_catalog.=) $1)",
 					  2, types);

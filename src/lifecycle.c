@@ -20,7 +20,7 @@
  *	- rejects a caller-chosen task id that a finished job already has (23505;
  *	  in-flight duplicates hit the unique index of job_hot);
  *	- checks parent_id and depends_on when given (dependencies.c); a job
- *	  with an unfinished dependency waits with run_at = 'infinity'.
+ *	  with an unfinished dependency waits with run_at far in the future.
  *
  * BEFORE UPDATE (a report):
  *	- allowed transitions: pending->started, pending->revoked,
@@ -631,7 +631,7 @@ pg_jobs_job_before_insert(PG_FUNCTION_ARGS)
 											 rel->rd_rel->relowner))
 	{
 		/* wait: unclaimable until the last dependency succeeds */
-		TIMESTAMP_NOEND(run_at);
+		run_at = PgJobsWaitingRunAt();
 		run_at_given = false;
 	}
 
