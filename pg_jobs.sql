@@ -65,6 +65,9 @@ CREATE FUNCTION jobs._job_before_insert() RETURNS trigger
 CREATE FUNCTION jobs._job_before_update() RETURNS trigger
     LANGUAGE c
     AS 'MODULE_PATHNAME', 'pg_jobs_job_before_update';
+CREATE FUNCTION jobs._job_finished() RETURNS trigger
+    LANGUAGE c
+    AS 'MODULE_PATHNAME', 'pg_jobs_job_finished';
 
 -- 3. Registry -----------------------------------------------------------
 
@@ -261,6 +264,39 @@ CREATE FUNCTION jobs.duration_seconds(job jobs.job) RETURNS double precision
 COMMENT ON FUNCTION jobs.duration_seconds(jobs.job) IS
     'Seconds the job ran: date_done - date_started (NULL until finished, or when it never started).';
 
+/*
+ * The run_at of a job waiting for its dependencies: far in the future, so
+ * no claim takes it.  Not 'infinity': the workers compute how long to sleep
+ * from min(run_at) - now().  Must equal PGJOBS_WAITING_RUN_AT_SQL (pg_jobs.h).
+ */
+CREATE FUNCTION jobs._waiting_run_at() RETURNS timestamptz
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE
+    SET search_path = pg_catalog, pg_temp
+    RETURN '9999-12-31 00:00:00+00'::timestamptz;
+COMMENT ON FUNCTION jobs._waiting_run_at() IS
+    'run_at of a job waiting for its dependencies (internal).';
+
+-- children are listed by parent (jobs.children())
+CREATE INDEX job_hot_parent ON jobs.job_hot (parent_id) WHERE parent_id IS NOT NULL;
+CREATE INDEX job_done_parent ON jobs.job_done (parent_id) WHERE parent_id IS NOT NULL;
+
+/*
+ * The unfinished dependencies of waiting jobs: job_id waits for
+ * depends_on_id; run_at is the time job_id asked to run at.  A job with rows
+ * here is pending with run_at = jobs._waiting_run_at() (unclaimable); when its last
+ * dependency succeeds it gets its run_at back, when one fails or is revoked
+ * it is revoked.  Maintained by the C triggers only (src/dependencies.c).
+ */
+CREATE TABLE jobs.job_dependency (
+    job_id          bigint NOT NULL,
+    depends_on_id   bigint NOT NULL,
+    run_at          timestamptz NOT NULL,
+    PRIMARY KEY (job_id, depends_on_id)
+);
+CREATE INDEX job_dependency_depends_on ON jobs.job_dependency (depends_on_id);
+COMMENT ON TABLE jobs.job_dependency IS
+    'Unfinished dependencies of waiting jobs (internal; maintained by the lifecycle triggers).';
+
 CREATE TABLE jobs.job_log (
     id          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     job_id      bigint NOT NULL,
@@ -280,6 +316,10 @@ CREATE TRIGGER job_before_insert BEFORE INSERT ON jobs.job
     FOR EACH ROW EXECUTE FUNCTION jobs._job_before_insert();
 CREATE TRIGGER job_before_update BEFORE UPDATE ON jobs.job
     FOR EACH ROW EXECUTE FUNCTION jobs._job_before_update();
+-- A row inserted into job_done is a job that has just finished (moved there):
+-- release or revoke the jobs waiting for it.
+CREATE TRIGGER job_finished AFTER INSERT ON jobs.job_done
+    FOR EACH ROW EXECUTE FUNCTION jobs._job_finished();
 
 -- 6. Row-level security and grants --------------------------------------
 
@@ -294,6 +334,14 @@ CREATE POLICY job_update ON jobs.job FOR UPDATE
 CREATE POLICY job_delete ON jobs.job FOR DELETE
     USING (jobs._is_admin());
 
+-- The waits of a job are as visible as the job (blocked_by in v10 rows);
+-- only waiting (pending) jobs have any.
+ALTER TABLE jobs.job_dependency ENABLE ROW LEVEL SECURITY;
+CREATE POLICY job_dependency_select ON jobs.job_dependency FOR SELECT
+    USING (EXISTS (SELECT 1 FROM jobs.job j
+                   WHERE j.id OPERATOR(pg_catalog.=) job_dependency.job_id
+                     AND j.status OPERATOR(pg_catalog.=) 'pending'));
+
 ALTER TABLE jobs.job_log ENABLE ROW LEVEL SECURITY;
 CREATE POLICY job_log_select ON jobs.job_log FOR SELECT
     USING (EXISTS (SELECT 1 FROM jobs.job j WHERE j.id OPERATOR(pg_catalog.=) job_log.job_id));
@@ -304,7 +352,7 @@ GRANT USAGE ON SCHEMA jobs TO PUBLIC;
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA jobs FROM PUBLIC;
 -- The policy helpers must be callable by every role that queries jobs.job.
 GRANT EXECUTE ON FUNCTION jobs._is_admin(), jobs._visible(name), jobs._may_act_for(name),
-    jobs._lock_job(bigint), jobs.status_display(jobs.status),
+    jobs._lock_job(bigint), jobs.status_display(jobs.status), jobs._waiting_run_at(),
     jobs.wait_time_seconds(jobs.job), jobs.duration_seconds(jobs.job) TO PUBLIC;
 -- The registry is public knowledge; only admins change it.
 GRANT SELECT ON jobs.trigger_source, jobs.task_type TO PUBLIC;
@@ -323,6 +371,9 @@ GRANT USAGE ON SEQUENCE jobs.job_id_seq TO PUBLIC;
 GRANT SELECT, INSERT, UPDATE, DELETE ON jobs.job TO jobs_admin;
 GRANT SELECT ON jobs.job_log TO PUBLIC;
 GRANT SELECT, INSERT, DELETE ON jobs.job_log TO jobs_admin;
+-- Read through RLS for blocked_by; written only by the triggers (as owner).
+REVOKE ALL ON jobs.job_dependency FROM PUBLIC;
+GRANT SELECT ON jobs.job_dependency TO PUBLIC;
 -- Partitions are reached only through jobs.job, where RLS applies.
 REVOKE ALL ON jobs.job_hot, jobs.job_done, jobs.job_done_default FROM PUBLIC;
 
@@ -972,8 +1023,29 @@ COMMENT ON FUNCTION jobs._related_document_ids(jsonb) IS
     'Documents a result refers to: [document_id] if present, else [duplicate_of] if present, else [].';
 
 /*
+ * Place of a due pending job in its queue: 1 = next to run.  Jobs ahead are
+ * the due pending jobs of the same queue with a higher priority, or the same
+ * priority and a smaller id (the order claims take them in).  Counted over
+ * every job, not only those the caller may see, so the position is the real
+ * one (it reveals a count, never a job); one range scan of the claim index.
+ */
+CREATE FUNCTION jobs._queue_position(queue text, priority smallint, job_id bigint)
+    RETURNS bigint
+    LANGUAGE sql STABLE SECURITY DEFINER PARALLEL SAFE
+    SET search_path = pg_catalog, pg_temp
+    RETURN (SELECT pg_catalog.count(*) + 1 FROM jobs.job_hot h
+            WHERE h.status = 'pending' AND h.queue = _queue_position.queue
+              AND (h.priority, h.id) < (_queue_position.priority, _queue_position.job_id)
+              AND h.run_at <= pg_catalog.now());
+COMMENT ON FUNCTION jobs._queue_position(text, smallint, bigint) IS
+    'Position of a due pending job in its queue, 1 = next (internal; see queue_position in jobs.task_v10).';
+
+/*
  * The v10 row of a job: the fields of the paperless-ngx tasks API, with the
  * display labels joined in.  security_invoker, so the caller's RLS applies.
+ * Beyond the paperless fields: the queue position of a due pending job
+ * (NULL for others, including waiting and delayed ones), the dependencies
+ * still blocking a waiting job, the parent, and progress.
  */
 CREATE VIEW jobs.task_v10 WITH (security_invoker = true) AS
 SELECT j.id,
@@ -993,7 +1065,23 @@ SELECT j.id,
        j.result AS result_data,
        jobs._related_document_ids(j.result) AS related_document_ids,
        j.acknowledged,
-       j.owner
+       j.owner,
+       j.queue,
+       j.priority,
+       CASE WHEN j.status = 'pending' AND j.run_at <= pg_catalog.now()
+            THEN jobs._queue_position(j.queue, j.priority, j.id) END AS queue_position,
+       j.parent_id,
+       j.depends_on,
+       CASE WHEN j.status = 'pending' AND j.run_at = jobs._waiting_run_at()
+            THEN NULLIF(ARRAY(SELECT d.depends_on_id FROM jobs.job_dependency d
+                              WHERE d.job_id = j.id ORDER BY d.depends_on_id),
+                        '{}') END AS blocked_by,
+       j.progress_done,
+       j.progress_total,
+       CASE WHEN j.progress_total > 0
+            THEN pg_catalog.round(100.0 * j.progress_done / j.progress_total)::integer
+       END AS progress_percent,
+       j.progress_message
 FROM jobs.job j
 LEFT JOIN jobs.task_type tt ON tt.name = j.task_type
 LEFT JOIN jobs.trigger_source ts ON ts.name = j.trigger_source;
@@ -1293,6 +1381,26 @@ AS $fn$
 $fn$;
 COMMENT ON FUNCTION jobs.active() IS
     'The pending and started tasks the caller may see, newest first, at most 50 (v10 rows).';
+
+CREATE FUNCTION jobs.children(task_id text) RETURNS SETOF jobs.task_v10
+    LANGUAGE plpgsql STABLE
+    SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    parent bigint;
+BEGIN
+    SELECT j.id INTO parent FROM jobs.job j WHERE j.task_id = children.task_id;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'task % does not exist', task_id
+            USING ERRCODE = 'PT404',
+                  HINT = 'The task id is unknown, or the job belongs to another role.';
+    END IF;
+    RETURN QUERY
+    SELECT t.* FROM jobs.task_v10 t WHERE t.parent_id = parent ORDER BY t.id;
+END
+$fn$;
+COMMENT ON FUNCTION jobs.children(text) IS
+    'The jobs the caller may see whose parent_id is the given task''s job, oldest first (v10 rows); PT404 when the parent is unknown or invisible.';
 
 -- v9: the legacy, unpaginated list ----------------------------------------
 
@@ -1753,7 +1861,8 @@ REVOKE ALL ON FUNCTION
     jobs._document_for_admin(bigint), jobs._duplicate_documents(jsonb),
     jobs.tasks_v9(text, text, text), jobs.set_documents_relation(regclass),
     jobs._summary_rows(integer), jobs._summary_global(integer), jobs.summary(integer),
-    jobs.run(text), jobs.acknowledge(bigint[], boolean)
+    jobs.run(text), jobs.acknowledge(bigint[], boolean),
+    jobs._queue_position(text, smallint, bigint), jobs.children(text)
     FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION
     jobs._document_id(jsonb), jobs._related_document_ids(jsonb), jobs._task_where(),
@@ -1768,8 +1877,10 @@ GRANT EXECUTE ON FUNCTION
     jobs._column_type(regclass, name), jobs._document_lookup(regclass, bigint),
     jobs._duplicate_documents(jsonb), jobs.tasks_v9(text, text, text),
     jobs.set_documents_relation(regclass), jobs._summary_rows(integer), jobs.summary(integer),
-    jobs.run(text), jobs.acknowledge(bigint[], boolean)
+    jobs.run(text), jobs.acknowledge(bigint[], boolean), jobs.children(text)
     TO PUBLIC;
+-- Every v10 row computes its queue position (a count, no job data).
+GRANT EXECUTE ON FUNCTION jobs._queue_position(text, smallint, bigint) TO PUBLIC;
 -- Global statistics are for system monitoring; admins see everything anyway.
 GRANT EXECUTE ON FUNCTION jobs._summary_global(integer) TO jobs_monitor, pg_monitor, jobs_admin;
 -- Admins see every document (see jobs._duplicate_documents()).

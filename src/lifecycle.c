@@ -18,7 +18,9 @@
  *	- enforces the type's max_pending (53000) under a per-type lock, so that
  *	  concurrent enqueues can never exceed it;
  *	- rejects a caller-chosen task id that a finished job already has (23505;
- *	  in-flight duplicates hit the unique index of job_hot).
+ *	  in-flight duplicates hit the unique index of job_hot);
+ *	- checks parent_id and depends_on when given (dependencies.c); a job
+ *	  with an unfinished dependency waits with run_at far in the future.
  *
  * BEFORE UPDATE (a report):
  *	- allowed transitions: pending->started, pending->revoked,
@@ -27,7 +29,8 @@
  *	  both states;
  *	- failure->success is skipped silently: the failure path owns failures;
  *	- finished rows are immutable except for "acknowledged";
- *	- id, task_id, task_type and date_created never change;
+ *	- id, task_id, task_type, date_created, depends_on and parent_id never
+ *	  change;
  *	- stamps date_started and date_done, counts attempts, and records a
  *	  success whose result has "duplicate_of" as a failure.
  *
@@ -107,6 +110,8 @@ typedef struct JobAttrs
 	int			date_done;
 	int			acknowledged;
 	int			dedup_key;
+	int			depends_on;
+	int			parent_id;
 	int			worker;
 	int			lease_until;
 } JobAttrs;
@@ -187,6 +192,8 @@ job_attrs(Relation rel)
 	a->date_done = attnum_of(td, "date_done");
 	a->acknowledged = attnum_of(td, "acknowledged");
 	a->dedup_key = attnum_of(td, "dedup_key");
+	a->depends_on = attnum_of(td, "depends_on");
+	a->parent_id = attnum_of(td, "parent_id");
 	a->worker = attnum_of(td, "worker");
 	a->lease_until = attnum_of(td, "lease_until");
 	a->relid = relid;
@@ -497,6 +504,9 @@ pg_jobs_job_before_insert(PG_FUNCTION_ARGS)
 	Oid			save_userid;
 	int			save_sec;
 	TimestampTz now;
+	TimestampTz run_at;
+	bool		run_at_given;
+	int64		job_id;
 	int			cols[16];
 	Datum		vals[16];
 	bool		nulls[16];
@@ -638,8 +648,26 @@ pg_jobs_job_before_insert(PG_FUNCTION_ARGS)
 	SPI_finish();
 	SetUserIdAndSecContext(save_userid, save_sec);
 
-	/* Fill in what the lifecycle owns. */
 	now = GetCurrentTimestamp();
+	d = heap_getattr(tup, a->run_at, tupdesc, &isnull);
+	run_at = isnull ? now : DatumGetTimestampTz(d);
+	run_at_given = !isnull;
+
+	/* Parent and dependencies: nothing to do for a job without them. */
+	job_id = DatumGetInt64(heap_getattr(tup, a->id, tupdesc, &isnull));
+	d = heap_getattr(tup, a->parent_id, tupdesc, &isnull);
+	if (!isnull)
+		PgJobsCheckParent(job_id, DatumGetInt64(d));
+	d = heap_getattr(tup, a->depends_on, tupdesc, &isnull);
+	if (!isnull && PgJobsEnqueueDependencies(job_id, d, run_at,
+											 rel->rd_rel->relowner))
+	{
+		/* wait: unclaimable until the last dependency succeeds */
+		run_at = PgJobsWaitingRunAt();
+		run_at_given = false;
+	}
+
+	/* Fill in what the lifecycle owns. */
 	memset(nulls, false, sizeof(nulls));
 
 	if (!own_task_id)
@@ -670,11 +698,10 @@ pg_jobs_job_before_insert(PG_FUNCTION_ARGS)
 	vals[n++] = Int32GetDatum(info.max_attempts);
 	cols[n] = a->date_created;
 	vals[n++] = TimestampTzGetDatum(now);
-	(void) heap_getattr(tup, a->run_at, tupdesc, &isnull);
-	if (isnull)
+	if (!run_at_given)
 	{
 		cols[n] = a->run_at;
-		vals[n++] = TimestampTzGetDatum(now);
+		vals[n++] = TimestampTzGetDatum(run_at);
 	}
 	cols[n] = a->attempts;
 	vals[n++] = Int32GetDatum(0);
@@ -809,6 +836,14 @@ pg_jobs_job_before_update(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_PGJOBS_CONFLICT),
 				 errmsg("the id, task_id, task_type and date_created of task %s cannot be changed",
 						task_id)));
+
+	if (!same_attr(oldtup, newtup, tupdesc, a->depends_on) ||
+		!same_attr(oldtup, newtup, tupdesc, a->parent_id))
+		ereport(ERROR,
+				(errcode(ERRCODE_PGJOBS_CONFLICT),
+				 errmsg("the depends_on and parent_id of task %s cannot be changed",
+						task_id),
+				 errhint("Dependencies are fixed at enqueue; enqueue a new job instead.")));
 
 	/* Columns the lifecycle owns: start from the old values. */
 	memset(nulls, false, sizeof(nulls));

@@ -120,6 +120,19 @@ extern bool PgJobsMayActFor(Oid roleid, const char *owner);
 extern void PgJobsLockJob(int64 job_id);
 extern void PgJobsLockTaskType(const char *task_type);
 
+/* dependencies.c */
+/*
+ * run_at of a job waiting for its dependencies: far in the future, so no
+ * claim takes it.  Finite, because the workers compute their sleep from
+ * min(run_at) - now(), which is an error for 'infinity'.  Keep it equal to
+ * jobs._waiting_run_at() in pg_jobs.sql.
+ */
+#define PGJOBS_WAITING_RUN_AT_SQL	"'9999-12-31 00:00:00+00'::pg_catalog.timestamptz"
+extern TimestampTz PgJobsWaitingRunAt(void);
+extern bool PgJobsEnqueueDependencies(int64 job_id, Datum depends_on,
+									  TimestampTz run_at, Oid owner);
+extern void PgJobsCheckParent(int64 job_id, int64 parent_id);
+
 /* logs.c: log levels, in order of severity */
 #define PGJOBS_LOG_DEBUG			0
 #define PGJOBS_LOG_INFO				1

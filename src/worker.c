@@ -437,7 +437,8 @@ claim_jobs(ClaimedJob *jobs, int max, long *sleep_ms)
 									"         pg_catalog.min(c.run_at) OPERATOR(pg_catalog.-) pg_catalog.clock_timestamp()) "
 									"         OPERATOR(pg_catalog.*) 1000)::bigint "
 									"FROM jobs.job c JOIN jobs.task_type t ON t.name OPERATOR(pg_catalog.=) c.task_type "
-									"WHERE c.status OPERATOR(pg_catalog.=) 'pending' AND t.handler IS NOT NULL",
+									"WHERE c.status OPERATOR(pg_catalog.=) 'pending' AND t.handler IS NOT NULL "
+									"  AND pg_catalog.isfinite(c.run_at)",
 									0, NULL);
 		*sleep_ms = pg_jobs_poll_interval;
 		ret = SPI_execute_plan(next_plan, NULL, NULL, true, 1);
