@@ -191,7 +191,13 @@ CREATE UNIQUE INDEX job_hot_dedup ON jobs.job_hot (task_type, dedup_key);
 -- in-database workers take the next job of any queue; external claimers one queue
 CREATE INDEX job_hot_next ON jobs.job_hot (priority, id) WHERE status = 'pending';
 CREATE INDEX job_hot_claim ON jobs.job_hot (queue, priority, id) WHERE status = 'pending';
-CREATE INDEX job_hot_started ON jobs.job_hot (lease_until) WHERE status = 'started';
+-- Indexes for the launcher's reconciliation.  Their predicates name lease_until
+-- and worker, so the per-job lookups by id (status = 'started' alone) can
+-- never pick them over the unique index on id.
+CREATE INDEX job_hot_leased ON jobs.job_hot (lease_until)
+    WHERE status = 'started' AND lease_until IS NOT NULL;
+CREATE INDEX job_hot_running ON jobs.job_hot (worker)
+    WHERE status = 'started' AND worker LIKE 'pg_jobs/%';
 CREATE INDEX job_hot_type_pending ON jobs.job_hot (task_type)
     WHERE status = 'pending';
 

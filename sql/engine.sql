@@ -135,6 +135,16 @@ SELECT status FROM jobs.enqueue('slow2', '{"seconds": 30}', task_id => 'slow-2')
 SELECT wait_done('slow-2');
 SELECT result->>'error_message' AS message FROM jobs.job WHERE task_id = 'slow-2';
 
+-- A job due never ('infinity') just waits; the workers keep running.
+SELECT array_agg(pid ORDER BY slot) AS pids_before FROM jobs._worker_slots() \gset
+SELECT status FROM jobs.enqueue('ok', '{"note": "never"}', run_at => 'infinity', task_id => 'never-1');
+SELECT status FROM jobs.enqueue('ok', '{"note": "after never"}', task_id => 'ok-after-never');
+SELECT wait_done('ok-after-never');
+SELECT status FROM jobs.job WHERE task_id = 'never-1';
+SELECT pg_sleep(0.5);   -- the idle workers compute their sleep past the never-due job
+SELECT array_agg(pid ORDER BY slot) = :'pids_before' AS same_workers FROM jobs._worker_slots();
+SELECT status FROM jobs.cancel('never-1');
+
 -- run_at delays a job.
 SELECT status FROM jobs.enqueue('ok', '{"note": "later"}', run_at => clock_timestamp() + interval '1 second',
                                 task_id => 'later-1');

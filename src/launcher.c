@@ -160,11 +160,14 @@ reconcile(void)
 	uint64		n;
 	SPITupleTable *tuptable;
 
-	ret = SPI_execute("SELECT id, worker, lease_until < pg_catalog.clock_timestamp() "
-					  "FROM jobs.job "
+	ret = SPI_execute("SELECT id, worker, false FROM jobs.job_hot "
 					  "WHERE status OPERATOR(pg_catalog.=) 'started' "
-					  "AND (worker LIKE '" PGJOBS_WORKER_PREFIX "%' "
-					  "     OR lease_until < pg_catalog.clock_timestamp())",
+					  "  AND worker LIKE '" PGJOBS_WORKER_PREFIX "%' "
+					  "UNION ALL "
+					  "SELECT id, worker, true FROM jobs.job_hot "
+					  "WHERE status OPERATOR(pg_catalog.=) 'started' "
+					  "  AND lease_until IS NOT NULL "
+					  "  AND lease_until OPERATOR(pg_catalog.<) pg_catalog.clock_timestamp()",
 					  true, 0);
 	if (ret != SPI_OK_SELECT)
 		elog(ERROR, "pg_jobs: scanning started jobs failed: %s",
