@@ -923,36 +923,6 @@ $fn$;
 COMMENT ON FUNCTION jobs.cancel(text, boolean) IS
     'Revokes a pending job; with force also a running one, interrupting its handler (work rolled back). PT409 running without force, PT410 finished, PT404 unknown.';
 
-CREATE FUNCTION jobs.health() RETURNS jsonb
-    LANGUAGE sql STABLE
-    SET search_path = pg_catalog, pg_temp
-BEGIN ATOMIC
-    SELECT pg_catalog.jsonb_build_object(
-        'workers', (SELECT coalesce(pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object(
-                        'slot', w.slot, 'pid', w.pid, 'state', w.state,
-                        'task_id', (SELECT j.task_id FROM jobs.job j
-                                    WHERE j.id = w.job_id AND j.status = 'started'),
-                        'since', w.since) ORDER BY w.slot), '[]')
-                    FROM jobs._worker_slots() w),
-        'queues', (SELECT coalesce(pg_catalog.jsonb_object_agg(q.queue, pg_catalog.jsonb_build_object(
-                        'pending', q.pending, 'started', q.started,
-                        'oldest_pending_seconds', q.oldest)), '{}')
-                   FROM (SELECT j.queue,
-                                count(*) FILTER (WHERE j.status = 'pending') AS pending,
-                                count(*) FILTER (WHERE j.status = 'started') AS started,
-                                pg_catalog.date_part('epoch', pg_catalog.now()
-                                    - min(j.date_created) FILTER (WHERE j.status = 'pending')) AS oldest
-                         FROM jobs.job j WHERE j.status IN ('pending', 'started')
-                         GROUP BY j.queue) q),
-        'pending', (SELECT count(*) FROM jobs.job j WHERE j.status = 'pending'),
-        'started', (SELECT count(*) FROM jobs.job j WHERE j.status = 'started'),
-        'oldest_pending_seconds', (SELECT pg_catalog.date_part('epoch', pg_catalog.now() - min(j.date_created))
-                                   FROM jobs.job j WHERE j.status = 'pending'),
-        'running', (SELECT coalesce(pg_catalog.jsonb_agg(j.task_id ORDER BY j.id), '[]')
-                    FROM jobs.job j WHERE j.status = 'started'));
-END;
-COMMENT ON FUNCTION jobs.health() IS
-    'Workers (pid, state, current task, since), pending/started counts per queue, oldest pending age, running task ids.';
 
 -- Only the launcher and workers (superuser) reconcile and compute backoff.
 REVOKE ALL ON FUNCTION jobs._retry_delay(integer), jobs._reconcile(bigint, text, text, text)
@@ -962,7 +932,7 @@ GRANT EXECUTE ON FUNCTION
     jobs.claim(text, integer, text, interval), jobs.heartbeat(text),
     jobs.succeed_and_claim(text, jsonb, text, integer, text, interval),
     jobs.succeed_many(text[], jsonb),
-    jobs.progress(text, bigint, bigint, text), jobs.cancel(text, boolean), jobs.health()
+    jobs.progress(text, bigint, bigint, text), jobs.cancel(text, boolean)
     TO PUBLIC;
 
 
@@ -2352,7 +2322,7 @@ COMMENT ON FUNCTION jobs.apply_retention(integer) IS
 REVOKE ALL ON FUNCTION jobs.apply_retention(integer), jobs._retention(text) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION jobs.apply_retention(integer) TO jobs_admin;
 
-CREATE OR REPLACE FUNCTION jobs.health() RETURNS jsonb
+CREATE FUNCTION jobs.health() RETURNS jsonb
     LANGUAGE sql STABLE
     SET search_path = pg_catalog, pg_temp
 BEGIN ATOMIC
@@ -2384,6 +2354,8 @@ BEGIN ATOMIC
 END;
 COMMENT ON FUNCTION jobs.health() IS
     'Workers (pid, state, current task, since), pending/started counts per queue, oldest pending age, running task ids, and the last retention run.';
+-- Counts, pids and task ids the caller may see anyway: everyone may call it.
+GRANT EXECUTE ON FUNCTION jobs.health() TO PUBLIC;
 
 -- 12. Schedules (pg_cron) -----------------------------------------------
 
