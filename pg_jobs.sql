@@ -494,16 +494,26 @@ CREATE FUNCTION jobs.enqueue(
     parent_id bigint DEFAULT NULL,
     task_id text DEFAULT NULL)
     RETURNS jobs.job
-    LANGUAGE sql VOLATILE
+    LANGUAGE plpgsql VOLATILE
     SET search_path = pg_catalog, pg_temp
-BEGIN ATOMIC
+AS $fn$
+DECLARE
+    r jobs.job;
+BEGIN
+    -- PL/pgSQL keeps the INSERT's plan across calls (an SQL function
+    -- would plan it on every call).
     INSERT INTO jobs.job (task_type, input, trigger_source, owner, priority, run_at,
                           dedup_key, depends_on, parent_id, task_id)
     VALUES (enqueue.task_type, enqueue.input, enqueue.trigger_source, enqueue.owner,
             enqueue.priority, enqueue.run_at, enqueue.dedup_key, enqueue.depends_on,
             enqueue.parent_id, enqueue.task_id)
-    RETURNING *;
-END;
+    RETURNING * INTO r;
+    IF NOT FOUND THEN
+        RETURN NULL;            -- an untracked task type: nothing stored
+    END IF;
+    RETURN r;
+END
+$fn$;
 COMMENT ON FUNCTION jobs.enqueue(text, jsonb, text, name, integer, timestamptz, text,
     bigint[], bigint, text) IS
     'Creates a pending job and returns it; NULL when the task type is not tracked.';

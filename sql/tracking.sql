@@ -30,7 +30,7 @@ FROM jobs.enqueue('sanity_check', input => '{"filename": "scan.pdf"}', trigger_s
                   priority => 0, run_at => '2030-01-01 00:00+00', dedup_key => 'scan.pdf',
                   depends_on => '{1}', parent_id => 1, task_id => 'celery-1');
 -- untracked types are ignored: NULL, nothing stored
-SELECT jobs.enqueue('metrics') IS NULL AS ignored;
+SELECT jobs.enqueue('metrics') IS NULL AS ignored, to_jsonb(jobs.enqueue('metrics')) AS as_json;
 SELECT count(*) FROM jobs.job WHERE task_type = 'metrics';
 
 -- bad input: clear errors, nothing stored
