@@ -719,8 +719,6 @@ CREATE FUNCTION jobs.claim(queue text DEFAULT 'default', max_jobs integer DEFAUL
     RETURNS SETOF jobs.job
     LANGUAGE plpgsql VOLATILE
     SET search_path = pg_catalog, pg_temp
-    -- a generic plan cannot know the LIMIT and may sort the whole queue
-    SET plan_cache_mode = force_custom_plan
 AS $fn$
 BEGIN
     IF queue IS NULL OR queue = '' THEN
@@ -738,25 +736,51 @@ BEGIN
     END IF;
 
     -- The candidates are chosen and locked once (a materialised CTE): a
-    -- LIMIT subquery joined to the UPDATE could be rescanned.
-    RETURN QUERY
-    WITH n AS MATERIALIZED (
-        SELECT c.id FROM jobs.job c
-         WHERE c.status = 'pending' AND c.queue = claim.queue
-           AND c.run_at <= pg_catalog.now()
-           AND NOT EXISTS (SELECT 1 FROM jobs.task_type t
-                            WHERE t.name = c.task_type AND t.handler IS NOT NULL)
-         ORDER BY c.priority, c.id
-         LIMIT max_jobs
-         FOR UPDATE OF c SKIP LOCKED)
-    UPDATE jobs.job j
-       SET status = 'started',
-           worker = coalesce(claim.worker, 'external'),
-           lease = claim.lease,
-           lease_until = pg_catalog.now() + claim.lease
-      FROM n
-     WHERE j.id = n.id AND j.status = 'pending'
-    RETURNING j.*;
+    -- LIMIT subquery joined to the UPDATE could be rescanned.  One job at a
+    -- time, the common case, uses a constant LIMIT so that its cached plan
+    -- reads the head of the (queue, priority, id) index; for more, the
+    -- statement is planned for the actual LIMIT each time (a generic plan
+    -- cannot see it and may sort the whole queue).
+    IF max_jobs = 1 THEN
+        RETURN QUERY
+        WITH n AS MATERIALIZED (
+            SELECT c.id FROM jobs.job c
+             WHERE c.status = 'pending' AND c.queue = claim.queue
+               AND c.run_at <= pg_catalog.now()
+               AND NOT EXISTS (SELECT 1 FROM jobs.task_type t
+                                WHERE t.name = c.task_type AND t.handler IS NOT NULL)
+             ORDER BY c.priority, c.id
+             LIMIT 1
+             FOR UPDATE OF c SKIP LOCKED)
+        UPDATE jobs.job j
+           SET status = 'started',
+               worker = coalesce(claim.worker, 'external'),
+               lease = claim.lease,
+               lease_until = pg_catalog.now() + claim.lease
+          FROM n
+         WHERE j.id = n.id AND j.status = 'pending'
+        RETURNING j.*;
+    ELSE
+        RETURN QUERY EXECUTE pg_catalog.format($q$
+        WITH n AS MATERIALIZED (
+            SELECT c.id FROM jobs.job c
+             WHERE c.status = 'pending' AND c.queue = $1
+               AND c.run_at <= pg_catalog.now()
+               AND NOT EXISTS (SELECT 1 FROM jobs.task_type t
+                                WHERE t.name = c.task_type AND t.handler IS NOT NULL)
+             ORDER BY c.priority, c.id
+             LIMIT %s
+             FOR UPDATE OF c SKIP LOCKED)
+        UPDATE jobs.job j
+           SET status = 'started',
+               worker = coalesce($2, 'external'),
+               lease = $3,
+               lease_until = pg_catalog.now() + $3
+          FROM n
+         WHERE j.id = n.id AND j.status = 'pending'
+        RETURNING j.*$q$, max_jobs)
+        USING claim.queue, claim.worker, claim.lease;
+    END IF;
 END
 $fn$;
 COMMENT ON FUNCTION jobs.claim(text, integer, text, interval) IS
