@@ -16,8 +16,19 @@
  *	   takes effect exactly once.  On error the subtransaction is rolled back
  *	   and the failure (or a retry with backoff) is committed instead.
  * Before writing the final state the worker takes the job's report lock, and
- * it writes only if the job is still started by this worker; if a forced
- * cancel revoked the job meanwhile, the whole transaction is rolled back.
+ * it writes only if the job is still started by this worker.
+ *
+ * Batches: a claim takes up to pg_jobs.batch_size jobs, and returns with
+ * each everything its handler needs.  Transaction 2 runs them in order, each
+ * handler in its own subtransaction, without reading the job again, and
+ * writes all the successes with one UPDATE at the end (failures are written
+ * as they happen).  That UPDATE also checks that every job is still started
+ * by this worker; if one is not (a forced cancel or a plain UPDATE got
+ * there first), the transaction is rolled back, so no handler's work took
+ * effect, and the same jobs run again the careful way: each one read again,
+ * skipped if it is no longer ours, and its success written inside its
+ * handler's subtransaction, which is rolled back if the job was revoked
+ * meanwhile.
  *
  * Interrupts: while a handler runs, a 100 ms timer checks the job's timeout,
  * a forced cancel request in the worker's slot, and the shutdown grace
@@ -111,13 +122,33 @@ static int64 log_job_id = 0;	/* job whose handler may buffer, 0 if none */
 static bool in_log_hook = false;
 static emit_log_hook_type prev_emit_log_hook = NULL;
 
-/* a claimed job */
+/*
+ * A claimed job, as the claim returned it (in batch_cxt, reset after each
+ * batch): what the handler needs, so that running it needs no fetch.
+ */
 typedef struct ClaimedJob
 {
 	int64		id;
 	char	   *task_id;
 	int16		priority;
+	Datum		row;			/* the jobs.job row, as claimed */
+	Oid			handler;		/* InvalidOid if the type lost its handler */
+	char	   *run_as;			/* owner, else the type's run_as; NULL if none */
+	int64		timeout_ms;		/* 0: none */
+	int32		attempts;
+	int32		max_attempts;
 } ClaimedJob;
+
+static MemoryContext batch_cxt = NULL;
+
+/*
+ * Successes of the current transaction, not yet written: the optimistic
+ * path writes them with one statement at the end (see run_batch).
+ */
+static int64 *succ_ids = NULL;
+static Datum *succ_results = NULL;
+static bool *succ_nulls = NULL;
+static int	nsucc = 0;
 
 static int
 claimed_job_cmp(const void *a, const void *b)
@@ -365,7 +396,7 @@ claim_jobs(ClaimedJob *jobs, int max, long *sleep_ms)
 	Datum		args[2];
 	int			n = 0;
 	bool		isnull;
-	int			ret;
+	volatile int ret = 0;
 
 	begin_xact("pg_jobs worker: claiming");
 	if (!OidIsValid(get_extension_oid("pg_jobs", true)))
@@ -394,9 +425,14 @@ claim_jobs(ClaimedJob *jobs, int max, long *sleep_ms)
 								 "  ORDER BY c.priority, c.id LIMIT $2 "
 								 "  FOR UPDATE OF c SKIP LOCKED) "
 								 "UPDATE jobs.job j SET status = 'started', worker = $1 "
-								 "FROM n WHERE j.id OPERATOR(pg_catalog.=) n.id "
+								 "FROM n, jobs.task_type t "
+								 "WHERE j.id OPERATOR(pg_catalog.=) n.id "
 								 "  AND j.status OPERATOR(pg_catalog.=) 'pending' "
-								 "RETURNING j.id, j.task_id, j.priority",
+								 "  AND t.name OPERATOR(pg_catalog.=) j.task_type "
+								 "RETURNING j.id, j.task_id, j.priority, j, t.handler::pg_catalog.oid, "
+								 "  COALESCE(j.owner, t.run_as)::pg_catalog.text, "
+								 "  (pg_catalog.date_part('epoch', t.timeout) OPERATOR(pg_catalog.*) 1000)::bigint, "
+								 "  j.attempts, j.max_attempts",
 								 2, argtypes, CURSOR_OPT_CUSTOM_PLAN);
 
 		if (p == NULL || SPI_keepplan(p) != 0)
@@ -405,23 +441,70 @@ claim_jobs(ClaimedJob *jobs, int max, long *sleep_ms)
 	}
 	args[0] = CStringGetTextDatum(my_identity);
 	args[1] = Int32GetDatum(max);
-	ret = SPI_execute_plan(claim_plan, args, NULL, false, 0);
+
+	/*
+	 * A candidate that another worker claimed and finished since our
+	 * snapshot has moved to job_done, and FOR UPDATE reports that as a
+	 * serialization failure instead of skipping it: claim again, with a
+	 * new snapshot, in a subtransaction so that only the claim is undone.
+	 */
+	for (int tries = 0;; tries++)
+	{
+		MemoryContext cxt = CurrentMemoryContext;
+		ResourceOwner owner = CurrentResourceOwner;
+		volatile bool moved = false;
+
+		BeginInternalSubTransaction(NULL);
+		MemoryContextSwitchTo(cxt);
+		PG_TRY();
+		{
+			ret = SPI_execute_plan(claim_plan, args, NULL, false, 0);
+			ReleaseCurrentSubTransaction();
+		}
+		PG_CATCH();
+		{
+			ErrorData  *e;
+
+			MemoryContextSwitchTo(cxt);
+			e = CopyErrorData();
+			if (e->sqlerrcode != ERRCODE_T_R_SERIALIZATION_FAILURE || tries >= 100)
+				PG_RE_THROW();
+			FlushErrorState();
+			FreeErrorData(e);
+			RollbackAndReleaseCurrentSubTransaction();
+			moved = true;
+		}
+		PG_END_TRY();
+		MemoryContextSwitchTo(cxt);
+		CurrentResourceOwner = owner;
+		if (!moved)
+			break;
+	}
 	if (ret != SPI_OK_UPDATE_RETURNING)
 		elog(ERROR, "pg_jobs: claim failed: %s", SPI_result_code_string(ret));
 
 	if (SPI_processed > 0)
 	{
-		MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
+		MemoryContext old = MemoryContextSwitchTo(batch_cxt);
 
 		for (uint64 i = 0; i < SPI_processed && n < max; i++)
 		{
 			HeapTuple	tup = SPI_tuptable->vals[i];
 			TupleDesc	td = SPI_tuptable->tupdesc;
+			ClaimedJob *job = &jobs[n++];
+			Datum		d;
 
-			jobs[n].id = DatumGetInt64(SPI_getbinval(tup, td, 1, &isnull));
-			jobs[n].task_id = SPI_getvalue(tup, td, 2);
-			jobs[n].priority = DatumGetInt16(SPI_getbinval(tup, td, 3, &isnull));
-			n++;
+			job->id = DatumGetInt64(SPI_getbinval(tup, td, 1, &isnull));
+			job->task_id = SPI_getvalue(tup, td, 2);
+			job->priority = DatumGetInt16(SPI_getbinval(tup, td, 3, &isnull));
+			job->row = datumCopy(SPI_getbinval(tup, td, 4, &isnull), false, -1);
+			d = SPI_getbinval(tup, td, 5, &isnull);
+			job->handler = isnull ? InvalidOid : DatumGetObjectId(d);
+			job->run_as = SPI_getvalue(tup, td, 6);
+			d = SPI_getbinval(tup, td, 7, &isnull);
+			job->timeout_ms = isnull ? 0 : DatumGetInt64(d);
+			job->attempts = DatumGetInt32(SPI_getbinval(tup, td, 8, &isnull));
+			job->max_attempts = DatumGetInt32(SPI_getbinval(tup, td, 9, &isnull));
 		}
 		MemoryContextSwitchTo(old);
 		/* RETURNING has no order: run them in claim order */
@@ -548,15 +631,12 @@ finalize(int64 job_id, char kind, Datum result, bool result_null,
 }
 
 /*
- * run_one
- *		Run one claimed job's handler and record its outcome, inside the
- *		caller's transaction (transaction 2, shared by a batch of jobs).
- *		Nothing here needs the transaction to roll back: the handler runs
- *		in a subtransaction, and a success whose job was revoked meanwhile
- *		rolls that subtransaction back.
+ * refetch_job
+ *		Read a claimed job again (careful path), into the current memory
+ *		context.  False if it is no longer started by this worker.
  */
-static void
-run_one(ClaimedJob *job)
+static bool
+refetch_job(ClaimedJob *job)
 {
 	static SPIPlanPtr fetch_plan = NULL;
 	Oid			argtypes[2] = {INT8OID, TEXTOID};
@@ -564,11 +644,59 @@ run_one(ClaimedJob *job)
 	bool		isnull;
 	HeapTuple	tup;
 	TupleDesc	tupdesc;
+	Datum		d;
+
+	PgJobsPreparePlan(&fetch_plan,
+					  "SELECT j, t.handler::pg_catalog.oid, "
+					  "       COALESCE(j.owner, t.run_as)::pg_catalog.text, "
+					  "       (pg_catalog.date_part('epoch', t.timeout) OPERATOR(pg_catalog.*) 1000)::bigint, "
+					  "       j.attempts, j.max_attempts "
+					  "FROM jobs.job j JOIN jobs.task_type t ON t.name OPERATOR(pg_catalog.=) j.task_type "
+					  "WHERE j.id OPERATOR(pg_catalog.=) $1 AND j.status OPERATOR(pg_catalog.=) 'started' "
+					  "  AND j.worker OPERATOR(pg_catalog.=) $2",
+					  2, argtypes);
+	args[0] = Int64GetDatum(job->id);
+	args[1] = CStringGetTextDatum(my_identity);
+	if (SPI_execute_plan(fetch_plan, args, NULL, true, 1) != SPI_OK_SELECT)
+		elog(ERROR, "pg_jobs: fetching job %lld failed", (long long) job->id);
+	if (SPI_processed == 0)
+		return false;
+
+	tup = SPI_tuptable->vals[0];
+	tupdesc = SPI_tuptable->tupdesc;
+	job->row = SPI_getbinval(tup, tupdesc, 1, &isnull);
+	d = SPI_getbinval(tup, tupdesc, 2, &isnull);
+	job->handler = isnull ? InvalidOid : DatumGetObjectId(d);
+	job->run_as = SPI_getvalue(tup, tupdesc, 3);
+	d = SPI_getbinval(tup, tupdesc, 4, &isnull);
+	job->timeout_ms = isnull ? 0 : DatumGetInt64(d);
+	job->attempts = DatumGetInt32(SPI_getbinval(tup, tupdesc, 5, &isnull));
+	job->max_attempts = DatumGetInt32(SPI_getbinval(tup, tupdesc, 6, &isnull));
+	return true;
+}
+
+/*
+ * run_one
+ *		Run one claimed job's handler and record its outcome, inside the
+ *		caller's transaction (transaction 2, shared by a batch of jobs).
+ *		The handler runs in a subtransaction.
+ *
+ *		optimistic: run the job as claimed, without reading it again, and
+ *		leave a success in succ_* for flush_successes() to write with the
+ *		others; that statement finds out whether every job was still ours.
+ *		Otherwise (careful): read the job again, skip it if it is no longer
+ *		ours, and write a success inside the handler's subtransaction, which
+ *		is rolled back if a forced cancel revoked the job meanwhile.
+ *		Failures are written at once either way.
+ */
+static void
+run_one(ClaimedJob *job, bool optimistic)
+{
 	Datum		jobdatum;
 	Oid			handler;
 	char	   *run_as;
 	Oid			run_as_id = InvalidOid;
-	int64		timeout_ms = 0;
+	int64		timeout_ms;
 	int32		attempts;
 	int32		max_attempts;
 	MemoryContext outer_cxt;
@@ -578,35 +706,17 @@ run_one(ClaimedJob *job)
 	ErrorData  *volatile edata = NULL;
 	volatile bool revoked_meanwhile = false;
 	InterruptReason reason;
-	set_state(WORKER_RUNNING, job->id);
-	PgJobsPreparePlan(&fetch_plan,
-								 "SELECT j, t.handler::pg_catalog.oid, "
-								 "       COALESCE(j.owner, t.run_as)::pg_catalog.text, "
-								 "       (pg_catalog.date_part('epoch', t.timeout) OPERATOR(pg_catalog.*) 1000)::bigint, "
-								 "       j.attempts, j.max_attempts "
-								 "FROM jobs.job j JOIN jobs.task_type t ON t.name OPERATOR(pg_catalog.=) j.task_type "
-								 "WHERE j.id OPERATOR(pg_catalog.=) $1 AND j.status OPERATOR(pg_catalog.=) 'started' "
-								 "  AND j.worker OPERATOR(pg_catalog.=) $2",
-								 2, argtypes);
-	args[0] = Int64GetDatum(job->id);
-	args[1] = CStringGetTextDatum(my_identity);
-	if (SPI_execute_plan(fetch_plan, args, NULL, true, 1) != SPI_OK_SELECT)
-		elog(ERROR, "pg_jobs: fetching job %lld failed", (long long) job->id);
-	if (SPI_processed == 0)
-		return;					/* cancelled or reconciled since we claimed it */
 
-	tup = SPI_tuptable->vals[0];
-	tupdesc = SPI_tuptable->tupdesc;
-	jobdatum = SPI_getbinval(tup, tupdesc, 1, &isnull);
-	handler = DatumGetObjectId(SPI_getbinval(tup, tupdesc, 2, &isnull));
-	if (isnull)
-		handler = InvalidOid;
-	run_as = SPI_getvalue(tup, tupdesc, 3);
-	timeout_ms = DatumGetInt64(SPI_getbinval(tup, tupdesc, 4, &isnull));
-	if (isnull)
-		timeout_ms = 0;
-	attempts = DatumGetInt32(SPI_getbinval(tup, tupdesc, 5, &isnull));
-	max_attempts = DatumGetInt32(SPI_getbinval(tup, tupdesc, 6, &isnull));
+	set_state(WORKER_RUNNING, job->id);
+	if (!optimistic && !refetch_job(job))
+		return;					/* cancelled or reconciled since we claimed it */
+	jobdatum = job->row;
+	handler = job->handler;
+	run_as = job->run_as;
+	timeout_ms = job->timeout_ms;
+	attempts = job->attempts;
+	max_attempts = job->max_attempts;
+
 	if (run_as != NULL)
 		run_as_id = get_role_oid(run_as, true);
 
@@ -683,7 +793,15 @@ run_one(ClaimedJob *job)
 		 * The outcome commits with the handler's work; if a forced cancel
 		 * revoked the job meanwhile, the work is rolled back instead.
 		 */
-		if (finalize(job->id, 's', result, result_null, NULL, NULL, NULL))
+		if (optimistic)
+		{
+			ReleaseCurrentSubTransaction();
+			succ_ids[nsucc] = job->id;
+			succ_results[nsucc] = result;
+			succ_nulls[nsucc] = result_null;
+			nsucc++;
+		}
+		else if (finalize(job->id, 's', result, result_null, NULL, NULL, NULL))
 			ReleaseCurrentSubTransaction();
 		else
 		{
@@ -780,6 +898,104 @@ run_one(ClaimedJob *job)
 	}
 }
 
+static int
+cmp_success(const void *a, const void *b)
+{
+	int64		x = succ_ids[*(const int *) a];
+	int64		y = succ_ids[*(const int *) b];
+
+	return x < y ? -1 : x > y ? 1 : 0;
+}
+
+/*
+ * flush_successes
+ *		Write the successes the optimistic path left in succ_*, with one
+ *		statement, under the report lock of each job (ascending ids, as
+ *		dependencies.c expects).  Returns false if not every job was still
+ *		started by this worker (a forced cancel or a plain UPDATE got there
+ *		first) or if writing failed: the caller must then roll the whole
+ *		transaction back, as the handlers' work of those jobs is in it.
+ */
+static bool
+flush_successes(void)
+{
+	static SPIPlanPtr plan = NULL;
+	Oid			argtypes[3] = {INT8ARRAYOID, JSONBARRAYOID, TEXTOID};
+	Datum		args[3];
+	int		   *order;
+	Datum	   *ids;
+	Datum	   *results;
+	bool	   *nulls;
+	int			dims[1];
+	int			lbs[1] = {1};
+	MemoryContext outer_cxt = CurrentMemoryContext;
+	ResourceOwner outer_owner = CurrentResourceOwner;
+	volatile bool ok = false;
+
+	if (nsucc == 0)
+		return true;
+
+	order = palloc(sizeof(int) * nsucc);
+	ids = palloc(sizeof(Datum) * nsucc);
+	results = palloc(sizeof(Datum) * nsucc);
+	nulls = palloc(sizeof(bool) * nsucc);
+	for (int i = 0; i < nsucc; i++)
+		order[i] = i;
+	qsort(order, nsucc, sizeof(int), cmp_success);
+	for (int i = 0; i < nsucc; i++)
+	{
+		ids[i] = Int64GetDatum(succ_ids[order[i]]);
+		results[i] = succ_results[order[i]];
+		nulls[i] = succ_nulls[order[i]];
+	}
+	dims[0] = nsucc;
+	args[0] = PointerGetDatum(construct_md_array(ids, NULL, 1, dims, lbs,
+												 INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+	args[1] = PointerGetDatum(construct_md_array(results, nulls, 1, dims, lbs,
+												 JSONBOID, -1, false, TYPALIGN_INT));
+	args[2] = CStringGetTextDatum(my_identity);
+
+	/* in a subtransaction, so that an error only sends us the careful way */
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(outer_cxt);
+	PG_TRY();
+	{
+		int			ret;
+
+		for (int i = 0; i < nsucc; i++)
+			PgJobsLockJob(DatumGetInt64(ids[i]));
+		ret = SPI_execute_plan(PgJobsPreparePlan(&plan,
+												 "UPDATE jobs.job j SET status = 'success', result = r.result "
+												 "FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2)) AS r(id, result) "
+												 "WHERE j.id OPERATOR(pg_catalog.=) r.id "
+												 "  AND j.status OPERATOR(pg_catalog.=) 'started' "
+												 "  AND j.worker OPERATOR(pg_catalog.=) $3",
+												 3, argtypes),
+							   args, NULL, false, 0);
+		ok = ret == SPI_OK_UPDATE && SPI_processed == (uint64) nsucc;
+		ReleaseCurrentSubTransaction();
+	}
+	PG_CATCH();
+	{
+		ErrorData  *e;
+
+		MemoryContextSwitchTo(outer_cxt);
+		e = CopyErrorData();
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+		ereport(LOG,
+				(errmsg("pg_jobs: writing the outcomes of %d jobs failed; running them again one by one",
+						nsucc),
+				 errdetail("%s", e->message)));
+		ok = false;
+	}
+	PG_END_TRY();
+	MemoryContextSwitchTo(outer_cxt);
+	CurrentResourceOwner = outer_owner;
+	nsucc = 0;
+	return ok;
+}
+
 /*
  * run_batch
  *		Run the claimed jobs in order, as many per transaction as fit in
@@ -787,6 +1003,12 @@ run_one(ClaimedJob *job)
  *		one commit while a slow job does not hold back the outcomes of the
  *		others for long.  On shutdown the jobs not yet run are requeued.
  *		Returns the longest time one job took, in ms.
+ *
+ *		Each transaction runs its jobs optimistically (see run_one): no
+ *		re-read per job, and one statement for all successes.  If that
+ *		statement finds a job that is no longer ours, the transaction is
+ *		rolled back, so none of those handlers' work took effect, and the
+ *		same jobs are run again the careful way, one statement per job.
  */
 static long
 run_batch(ClaimedJob *jobs, int n)
@@ -797,21 +1019,32 @@ run_batch(ClaimedJob *jobs, int n)
 	while (i < n)
 	{
 		TimestampTz batch_start = GetCurrentTimestamp();
+		int			first = i;
 
 		begin_xact("pg_jobs worker: running jobs");
+		nsucc = 0;
 		do
 		{
 			TimestampTz t0 = GetCurrentTimestamp();
 			long		secs;
 			int			usecs;
 
-			run_one(&jobs[i++]);
+			run_one(&jobs[i++], true);
 			TimestampDifference(t0, GetCurrentTimestamp(), &secs, &usecs);
 			longest = Max(longest, secs * 1000 + usecs / 1000);
 		} while (i < n && !got_sigterm &&
 				 !TimestampDifferenceExceeds(batch_start, GetCurrentTimestamp(),
 											 BATCH_BUDGET_MS));
-		end_xact(true);
+		if (flush_successes())
+			end_xact(true);
+		else
+		{
+			end_xact(false);
+			begin_xact("pg_jobs worker: running jobs one by one");
+			for (int k = first; k < i; k++)
+				run_one(&jobs[k], false);
+			end_xact(true);
+		}
 
 		if (got_sigterm && i < n)
 		{
@@ -854,6 +1087,11 @@ PgJobsWorkerMain(Datum main_arg)
 	pgstat_report_appname(psprintf("pg_jobs worker %d", my_slotno));
 
 	jobs = MemoryContextAlloc(TopMemoryContext, sizeof(ClaimedJob) * PGJOBS_MAX_BATCH);
+	batch_cxt = AllocSetContextCreate(TopMemoryContext, "pg_jobs claimed jobs",
+									  ALLOCSET_DEFAULT_SIZES);
+	succ_ids = MemoryContextAlloc(TopMemoryContext, sizeof(int64) * PGJOBS_MAX_BATCH);
+	succ_results = MemoryContextAlloc(TopMemoryContext, sizeof(Datum) * PGJOBS_MAX_BATCH);
+	succ_nulls = MemoryContextAlloc(TopMemoryContext, sizeof(bool) * PGJOBS_MAX_BATCH);
 	while (!got_sigterm)
 	{
 		long		sleep_ms = pg_jobs_poll_interval;
@@ -876,8 +1114,7 @@ PgJobsWorkerMain(Datum main_arg)
 		{
 			long		longest = run_batch(jobs, n);
 
-			for (int i = 0; i < n; i++)
-				pfree(jobs[i].task_id);
+			MemoryContextReset(batch_cxt);
 			/*
 			 * Claim more at a time while jobs are short and the queue full;
 			 * back to one at a time as soon as a job is slow, so that slow

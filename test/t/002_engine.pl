@@ -196,6 +196,46 @@ is(effects('chatty'), '', 'handler log: the failed handler\'s work was rolled ba
 $node->restart;
 is($node->safe_psql('postgres', $entries), $logged, 'handler log: the entries survive a restart');
 
+# A job that stops being ours while its batch runs.  Workers run a batch
+# optimistically and write all its successes with one statement; when that
+# statement finds a job no longer started by the worker, the transaction is
+# rolled back and the batch run again one job at a time.  Here 'rev' and
+# 'vic' share the second batch of a lone worker (batches grow 1, 2, 4, ...)
+# and rev's handler revokes vic, which the optimistic run of vic cannot see.
+$node->safe_psql('postgres', q{
+	CREATE FUNCTION revoker(me jobs.job) RETURNS jsonb LANGUAGE plpgsql AS $$
+	BEGIN
+		INSERT INTO effects VALUES (me.task_id, me.attempts);
+		UPDATE jobs.job j SET status = 'revoked', result = '{"reason": "revoked by rev"}'
+		 WHERE j.task_id = me.input->>'victim';
+		RETURN '{}';
+	END $$;
+	SELECT jobs.register_task_type('revoker', 'revoker(jobs.job)');
+	ALTER SYSTEM SET pg_jobs.workers = 0;
+	SELECT pg_reload_conf();
+});
+$node->poll_query_until('postgres', "SELECT count(*) = 0 FROM jobs._worker_slots()")
+  or die "workers did not stop";
+$node->safe_psql('postgres', q{
+	SELECT jobs.enqueue('work', '{"seconds": 0}', task_id => 'b1');
+	SELECT jobs.enqueue('revoker', '{"victim": "vic"}', task_id => 'rev');
+	SELECT jobs.enqueue('work', '{"seconds": 0}', task_id => 'vic');
+	SELECT jobs.enqueue('work', '{"seconds": 0}', task_id => 'b4');
+	ALTER SYSTEM SET pg_jobs.workers = 1;
+	SELECT pg_reload_conf();
+});
+wait_status('b4', 'success');
+is(job('rev', 'status'), 'success', 'batch: the revoking job succeeded');
+is(effects('rev'), '1', 'batch: its work took effect once, though it ran twice');
+is(job('vic', "status || ' ' || (result->>'reason')"), 'revoked revoked by rev',
+	'batch: the revoked job stays revoked');
+is(effects('vic'), '', 'batch: the revoked job\'s optimistic run was rolled back');
+is(effects('b1') . ' ' . effects('b4'), '1 1', 'batch: the other jobs ran once');
+$node->safe_psql('postgres', q{
+	ALTER SYSTEM RESET pg_jobs.workers;
+	SELECT pg_reload_conf();
+});
+
 # No job finished twice: one successful attempt's work per successful job.
 is($node->safe_psql('postgres', q{
 	SELECT count(*) FROM jobs.job j
