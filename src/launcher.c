@@ -35,9 +35,12 @@
 #include "access/xact.h"
 #include "catalog/pg_type.h"
 #include "commands/extension.h"
+#include "commands/vacuum.h"
 #include "executor/spi.h"
 #include "fmgr.h"
 #include "miscadmin.h"
+#include "parser/parse_node.h"
+#include "parser/parser.h"
 #include "pgstat.h"
 #include "postmaster/bgworker.h"
 #include "postmaster/interrupt.h"
@@ -332,6 +335,64 @@ maintain_xact(bool *partitions_due, bool *retention_due)
 }
 
 /*
+ * maybe_vacuum_hot
+ *		VACUUM jobs.job_hot once the workers have claimed
+ *		pg_jobs.hot_vacuum_threshold jobs since the last time.
+ *
+ *		A claim moves a job from pending to started, leaving a dead entry at
+ *		the head of the (priority, id) index of pending jobs; every later
+ *		claim reads from the head and steps over all of them.  Autovacuum
+ *		removes them, but only every autovacuum_naptime: under a sustained
+ *		backlog, claims would slow down in proportion to the jobs already
+ *		done.  Vacuuming after a fixed number of claims bounds that walk.
+ *		VACUUM runs its own transactions, so it is called here as a
+ *		top-level statement, outside any transaction.
+ */
+static void
+maybe_vacuum_hot(void)
+{
+	static uint64 claimed_at_vacuum = 0;
+	uint64		claimed = pg_atomic_read_u64(&PgJobsState->claimed);
+	MemoryContext cxt = CurrentMemoryContext;
+
+	if (claimed < claimed_at_vacuum)
+		claimed_at_vacuum = 0;	/* shared memory was reinitialised */
+	if (pg_jobs_hot_vacuum_threshold <= 0 ||
+		claimed - claimed_at_vacuum < (uint64) pg_jobs_hot_vacuum_threshold)
+		return;
+	claimed_at_vacuum = claimed;
+
+	PG_TRY();
+	{
+		List	   *raw;
+		ParseState *pstate;
+
+		SetCurrentStatementStartTimestamp();
+		StartTransactionCommand();
+		pgstat_report_activity(STATE_RUNNING, "pg_jobs launcher: VACUUM jobs.job_hot");
+		if (extension_installed())
+		{
+			raw = raw_parser("VACUUM (INDEX_CLEANUP ON) jobs.job_hot", RAW_PARSE_DEFAULT);
+			pstate = make_parsestate(NULL);
+			pstate->p_sourcetext = "VACUUM (INDEX_CLEANUP ON) jobs.job_hot";
+			ExecVacuum(pstate, (VacuumStmt *) linitial_node(RawStmt, raw)->stmt, true);
+			PgJobsState->last_hot_vacuum = GetCurrentTimestamp();
+		}
+		CommitTransactionCommand();
+	}
+	PG_CATCH();
+	{
+		MemoryContextSwitchTo(cxt);
+		EmitErrorReport();
+		FlushErrorState();
+		AbortCurrentTransaction();
+	}
+	PG_END_TRY();
+	pgstat_report_stat(true);
+	pgstat_report_activity(STATE_IDLE, NULL);
+}
+
+/*
  * maintain
  *		maintain_xact(), with an error logged and the round abandoned
  *		instead of ending the launcher.
@@ -390,6 +451,7 @@ PgJobsLauncherMain(Datum main_arg)
 		partitions_due = GetCurrentTimestamp() >= next_partitions;
 		retention_due = GetCurrentTimestamp() >= next_retention;
 		maintain(&partitions_due, &retention_due);
+		maybe_vacuum_hot();
 		if (!partitions_due && next_partitions <= GetCurrentTimestamp())
 			next_partitions = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
 														  PARTITION_INTERVAL_MS);

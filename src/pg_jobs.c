@@ -36,7 +36,8 @@ int			pg_jobs_poll_interval = 1000;
 int			pg_jobs_shutdown_grace = 5000;
 int			pg_jobs_maintenance_interval = 1000;
 int			pg_jobs_retry_base_delay = 1000;
-int			pg_jobs_batch_size = 100;
+int			pg_jobs_batch_size = 1000;
+int			pg_jobs_hot_vacuum_threshold = 100000;
 
 static shmem_request_hook_type prev_shmem_request_hook = NULL;
 static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
@@ -106,7 +107,15 @@ _PG_init(void)
 							"Most jobs a worker claims at once.",
 							"A worker claims one job at a time, doubling up to this while jobs are short and the queue full; the outcomes of a batch commit together, at most 50 ms of work per transaction.",
 							&pg_jobs_batch_size,
-							100, 1, PGJOBS_MAX_BATCH,
+							1000, 1, PGJOBS_MAX_BATCH,
+							PGC_SIGHUP,
+							0,
+							NULL, NULL, NULL);
+	DefineCustomIntVariable("pg_jobs.hot_vacuum_threshold",
+							"Jobs claimed by the workers after which the launcher vacuums jobs.job_hot; 0 leaves it to autovacuum.",
+							"Every claim leaves a dead entry at the head of the pending-job index that the next claims must step over; under a sustained backlog they pile up faster than autovacuum (on its naptime) removes them.",
+							&pg_jobs_hot_vacuum_threshold,
+							100000, 0, INT_MAX,
 							PGC_SIGHUP,
 							0,
 							NULL, NULL, NULL);

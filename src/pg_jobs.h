@@ -56,8 +56,9 @@ extern int	pg_jobs_shutdown_grace;
 extern int	pg_jobs_maintenance_interval;
 extern int	pg_jobs_retry_base_delay;
 extern int	pg_jobs_batch_size;
+extern int	pg_jobs_hot_vacuum_threshold;
 
-#define PGJOBS_MAX_BATCH			1000
+#define PGJOBS_MAX_BATCH			10000
 
 /* util.c */
 extern SPIPlanPtr PgJobsPreparePlan(SPIPlanPtr *plan, const char *sql,
@@ -95,6 +96,8 @@ typedef struct PgJobsShared
 	pid_t		launcher_pid;
 	Latch	   *launcher_latch;
 	TimestampTz last_maintenance;
+	pg_atomic_uint64 claimed;	/* jobs claimed by the workers since start */
+	TimestampTz last_hot_vacuum;	/* 0 if none yet */
 	PgJobsWorkerSlot slots[PGJOBS_MAX_WORKERS];
 } PgJobsShared;
 

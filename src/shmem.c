@@ -87,6 +87,7 @@ PgJobsShmemInit(void)
 	if (!found)
 	{
 		memset(PgJobsState, 0, sizeof(PgJobsShared));
+		pg_atomic_init_u64(&PgJobsState->claimed, 0);
 		if (!pg_strong_random(&PgJobsState->boot_id, sizeof(PgJobsState->boot_id)))
 			PgJobsState->boot_id = (uint64) GetCurrentTimestamp() ^ (uint64) getpid();
 	}

@@ -236,6 +236,25 @@ $node->safe_psql('postgres', q{
 	SELECT pg_reload_conf();
 });
 
+# The launcher vacuums job_hot after pg_jobs.hot_vacuum_threshold claims, so
+# that the dead entries claims leave at the head of the pending index do not
+# pile up between autovacuum runs.
+my $vacuums = q{SELECT vacuum_count FROM pg_stat_user_tables WHERE relid = 'jobs.job_hot'::regclass};
+my $before = $node->safe_psql('postgres', $vacuums);
+$node->safe_psql('postgres', q{
+	ALTER SYSTEM SET pg_jobs.hot_vacuum_threshold = 50;
+	SELECT pg_reload_conf();
+});
+$node->safe_psql('postgres',
+	"SELECT jobs.enqueue('work', '{\"seconds\": 0}', task_id => 'hv' || i) FROM generate_series(1, 120) i");
+wait_status('hv120', 'success');
+ok($node->poll_query_until('postgres', "SELECT ($vacuums) > $before"),
+	'hot vacuum: the launcher vacuumed job_hot after the claims');
+$node->safe_psql('postgres', q{
+	ALTER SYSTEM RESET pg_jobs.hot_vacuum_threshold;
+	SELECT pg_reload_conf();
+});
+
 # No job finished twice: one successful attempt's work per successful job.
 is($node->safe_psql('postgres', q{
 	SELECT count(*) FROM jobs.job j
