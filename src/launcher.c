@@ -336,8 +336,8 @@ maintain_xact(bool *partitions_due, bool *retention_due)
 
 /*
  * maybe_vacuum_hot
- *		VACUUM jobs.job_hot once the workers have claimed
- *		pg_jobs.hot_vacuum_threshold jobs since the last time.
+ *		VACUUM jobs.job_hot once pg_jobs.hot_vacuum_threshold jobs have been
+ *		claimed (by workers or external claimers) since the last time.
  *
  *		A claim moves a job from pending to started, leaving a dead entry at
  *		the head of the (priority, id) index of pending jobs; every later

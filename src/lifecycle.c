@@ -867,6 +867,7 @@ pg_jobs_job_before_update(PG_FUNCTION_ARGS)
 			vals[0] = TimestampTzGetDatum(now);
 			nulls[0] = false;
 			vals[2] = Int32GetDatum(DatumGetInt32(vals[2]) + 1);
+			PgJobsCountClaim();
 		}
 		else if (to == JOB_PENDING)
 		{

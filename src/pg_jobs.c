@@ -112,7 +112,7 @@ _PG_init(void)
 							0,
 							NULL, NULL, NULL);
 	DefineCustomIntVariable("pg_jobs.hot_vacuum_threshold",
-							"Jobs claimed by the workers after which the launcher vacuums jobs.job_hot; 0 leaves it to autovacuum.",
+							"Jobs claimed (by workers or external claimers) after which the launcher vacuums jobs.job_hot; 0 leaves it to autovacuum.",
 							"Every claim leaves a dead entry at the head of the pending-job index that the next claims must step over; under a sustained backlog they pile up faster than autovacuum (on its naptime) removes them.",
 							&pg_jobs_hot_vacuum_threshold,
 							100000, 0, INT_MAX,

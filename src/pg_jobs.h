@@ -96,7 +96,7 @@ typedef struct PgJobsShared
 	pid_t		launcher_pid;
 	Latch	   *launcher_latch;
 	TimestampTz last_maintenance;
-	pg_atomic_uint64 claimed;	/* jobs claimed by the workers since start */
+	pg_atomic_uint64 claimed;	/* pending -> started moves since start */
 	TimestampTz last_hot_vacuum;	/* 0 if none yet */
 	PgJobsWorkerSlot slots[PGJOBS_MAX_WORKERS];
 } PgJobsShared;
@@ -106,6 +106,7 @@ extern LWLock *PgJobsLock;
 
 extern void PgJobsShmemInit(void);
 extern void PgJobsWakeWorkersAtCommit(void);
+extern void PgJobsCountClaim(void);
 extern void PgJobsInterruptAtCommit(int64 job_id);
 extern char *PgJobsWorkerIdentity(int slot, uint32 generation);
 extern bool PgJobsWorkerIdentityAlive(const char *identity);

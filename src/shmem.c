@@ -94,6 +94,27 @@ PgJobsShmemInit(void)
 	LWLockRelease(AddinShmemInitLock);
 }
 
+/*
+ * PgJobsCountClaim
+ *		A job went from pending to started (any claimer, the lifecycle
+ *		trigger counts).  Each claim leaves a dead entry in job_hot's
+ *		pending indexes; after pg_jobs.hot_vacuum_threshold of them the
+ *		launcher is woken to vacuum job_hot (see launcher.c).
+ */
+void
+PgJobsCountClaim(void)
+{
+	uint64		before;
+
+	if (PgJobsState == NULL)
+		return;					/* not preloaded: autovacuum alone */
+	before = pg_atomic_fetch_add_u64(&PgJobsState->claimed, 1);
+	if (pg_jobs_hot_vacuum_threshold > 0 &&
+		(before + 1) % (uint64) pg_jobs_hot_vacuum_threshold == 0 &&
+		PgJobsState->launcher_latch)
+		SetLatch(PgJobsState->launcher_latch);
+}
+
 static void
 pg_jobs_xact_callback(XactEvent event, void *arg)
 {

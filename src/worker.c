@@ -534,17 +534,6 @@ claim_jobs(ClaimedJob *jobs, int max, long *sleep_ms)
 		}
 	}
 	end_xact(true);
-	if (n > 0)
-	{
-		uint64		before = pg_atomic_fetch_add_u64(&PgJobsState->claimed, n);
-
-		/* crossed a multiple of the threshold: the launcher vacuums job_hot */
-		if (pg_jobs_hot_vacuum_threshold > 0 &&
-			before / pg_jobs_hot_vacuum_threshold !=
-			(before + n) / pg_jobs_hot_vacuum_threshold &&
-			PgJobsState->launcher_latch)
-			SetLatch(PgJobsState->launcher_latch);
-	}
 	return n;
 }
 
