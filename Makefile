@@ -17,7 +17,7 @@ REGRESS      = lifecycle tracking monitoring postgrest logs retention schedule d
 REGRESS_OPTS = --temp-config=test/pg_jobs.conf --temp-instance=./tmp_check
 
 ISOLATION      = finalize_race enqueue_race claim_race acknowledge_race \
-                 dependency_race
+                 dependency_race summary_race
 ISOLATION_OPTS = --temp-config=test/isolation.conf --temp-instance=./tmp_check_iso \
                  --inputdir=test --outputdir=test
 

@@ -1826,9 +1826,10 @@ COMMENT ON FUNCTION jobs._job_daily_stale() IS
  * max_days of them (the launcher calls it every maintenance interval; each
  * day is read once).  Idempotent; concurrent calls are serialised by an
  * advisory lock: a caller waits for the run in progress, or with wait =>
- * false (the launcher) returns {"busy": true} at once.  A day
- * whose partition is being written (an acknowledge, a backfill) is skipped
- * after lock_timeout and tried on the next run.  Returns
+ * false (the launcher) returns {"busy": true} at once.  A day whose
+ * partition is being written (an acknowledge, a backfill, a delete) is
+ * skipped at once (LOCK ... NOWAIT) and tried on the next run; creating the
+ * trigger of a newly counted day waits at most lock_timeout.  Returns
  * {"days_rolled_up": [...], "days_busy": [...], "days_forgotten": n, "more": bool}.
  */
 CREATE FUNCTION jobs.refresh_summaries(max_days integer DEFAULT 7, wait boolean DEFAULT true)
@@ -1878,8 +1879,8 @@ BEGIN
             EXIT;
         END IF;
         BEGIN
-            -- no writer in flight while the day is counted
-            EXECUTE pg_catalog.format('LOCK TABLE jobs.%I IN SHARE MODE', p.relname);
+            -- no writer in flight while the day is counted; never wait for one
+            EXECUTE pg_catalog.format('LOCK TABLE jobs.%I IN SHARE MODE NOWAIT', p.relname);
             IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_trigger t
                            WHERE t.tgrelid = p.oid AND t.tgname = 'job_daily_stale') THEN
                 EXECUTE pg_catalog.format(
