@@ -1675,18 +1675,292 @@ CREATE TYPE jobs.task_summary AS (
 COMMENT ON TYPE jobs.task_summary IS 'Per task type statistics returned by jobs.summary().';
 
 /*
+ * Per-day totals of finished jobs, so that jobs.summary() does not read every
+ * row of its window.
+ *
+ * A daily partition of jobs.job_done is rolled up once, by
+ * jobs.refresh_summaries() (the launcher runs it every
+ * pg_jobs.maintenance_interval), into jobs.job_daily: one row per
+ * (day, created_day, task_type, owner, status) with mergeable aggregates
+ * (counts, sums and counts of the non-null durations and waits, latest start
+ * and finish).  jobs.job_daily_done records which partitions are rolled up.
+ * Finishing a job does no extra work: the totals are computed afterwards,
+ * from partitions that no longer change.
+ *
+ * When a day is closed.  date_done is stamped by the lifecycle trigger with
+ * the clock (GetCurrentTimestamp() in src/lifecycle.c, not the transaction
+ * start), so a row whose date_done falls in day D was stamped before D ended,
+ * by a transaction that started before D ended, and is visible once that
+ * transaction has committed.  A day is therefore closed when its end is older
+ * than the start of every transaction still running (pg_stat_activity
+ * xact_start of every other backend but autovacuum; a backend in a writing
+ * transaction whose start is not reported counts as "started at -infinity")
+ * and than every prepared transaction, minus a margin of 10 minutes for
+ * clock adjustments and the instant between the stamp and the row's xid.
+ * See jobs._summary_horizon().
+ *
+ * Keeping the totals right when rows change anyway.  Finished rows are
+ * immutable but for "acknowledged", which the summary does not use.  Rows can
+ * still be deleted (retention, an admin), inserted with the triggers off
+ * (backfills with session_replication_role = replica), or whole partitions
+ * truncated, detached or dropped:
+ *   - a rolled-up partition gets a row trigger job_daily_stale, AFTER INSERT
+ *     OR DELETE and ENABLE ALWAYS (it fires in replica mode too), that forgets
+ *     the day's totals in the same transaction; jobs.refresh_summaries() rolls
+ *     the day up again on its next run.  It fires only for rows that land in
+ *     or leave a closed day, never when a job finishes;
+ *   - the rollup reads a partition under a SHARE lock, so no write to it can
+ *     be in flight while it is counted;
+ *   - a day's totals count only while its partition exists, is still a
+ *     partition, and has the relfilenode it had when it was counted
+ *     (TRUNCATE, VACUUM FULL, DROP, DETACH: checked by jobs._summary_days()
+ *     on every summary); retention also forgets the days it drops.
+ * The default partition is never rolled up: its rows are always read.
+ */
+CREATE TABLE jobs.job_daily (
+    day             timestamptz NOT NULL,
+    created_day     timestamptz NOT NULL,
+    task_type       text NOT NULL,
+    owner           name,
+    status          jobs.status NOT NULL,
+    jobs            bigint NOT NULL,
+    duration_sum    double precision,
+    duration_count  bigint NOT NULL,
+    wait_sum        double precision,
+    wait_count      bigint NOT NULL,
+    last_started    timestamptz,
+    last_done       timestamptz
+);
+CREATE INDEX job_daily_day ON jobs.job_daily (day);
+COMMENT ON TABLE jobs.job_daily IS
+    'Totals of finished jobs per history day (lower bound of the job_done partition), UTC day of creation, task type, owner and status (internal; see jobs.summary()).';
+COMMENT ON COLUMN jobs.job_daily.duration_sum IS 'Sum of the non-null date_done - date_started in seconds; duration_count counts them.';
+COMMENT ON COLUMN jobs.job_daily.wait_sum IS 'Sum of the non-null date_started - date_created in seconds; wait_count counts them.';
+
+CREATE TABLE jobs.job_daily_done (
+    day             timestamptz PRIMARY KEY,
+    day_end         timestamptz NOT NULL,
+    relid           oid NOT NULL UNIQUE,
+    relfilenode     oid NOT NULL,
+    rolled_up_at    timestamptz NOT NULL
+);
+COMMENT ON TABLE jobs.job_daily_done IS
+    'The history partitions whose jobs are counted in jobs.job_daily (internal; see jobs.refresh_summaries()).';
+
+-- Totals are as visible as the jobs they count: the job_select rule on owner.
+ALTER TABLE jobs.job_daily ENABLE ROW LEVEL SECURITY;
+CREATE POLICY job_daily_select ON jobs.job_daily FOR SELECT
+    USING (jobs._visible(owner));
+REVOKE ALL ON jobs.job_daily, jobs.job_daily_done FROM PUBLIC;
+GRANT SELECT ON jobs.job_daily, jobs.job_daily_done TO PUBLIC;
+
+-- UTC midnight starting the day of a timestamp: the created_day of jobs.job_daily.
+CREATE FUNCTION jobs._utc_day(t timestamptz) RETURNS timestamptz
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE
+    SET search_path = pg_catalog, pg_temp
+    RETURN pg_catalog.date_trunc('day', t AT TIME ZONE 'UTC') AT TIME ZONE 'UTC';
+
+/*
+ * The rolled-up days whose totals are valid now: the partition counted is
+ * still there, still a partition, with the same storage.  (Row changes are
+ * handled by the job_daily_stale trigger, which deletes the day's record.)
+ */
+CREATE FUNCTION jobs._summary_days() RETURNS TABLE (day timestamptz, day_end timestamptz)
+    LANGUAGE sql STABLE
+    SET search_path = pg_catalog, pg_temp
+AS $fn$
+    SELECT d.day, d.day_end
+    FROM jobs.job_daily_done d
+    JOIN pg_catalog.pg_class c ON c.oid OPERATOR(pg_catalog.=) d.relid
+    WHERE c.relfilenode OPERATOR(pg_catalog.=) d.relfilenode AND c.relispartition
+$fn$;
+COMMENT ON FUNCTION jobs._summary_days() IS
+    'Days of history whose totals in jobs.job_daily are valid (internal).';
+
+/*
+ * The closure horizon: a history day that ended before this time can no
+ * longer receive rows from a job finishing (see the comment on
+ * jobs.job_daily).  Needs to see every backend's xact_start, hence
+ * pg_read_all_stats (or superuser); without it, NULL (nothing is closed).
+ */
+CREATE FUNCTION jobs._summary_horizon() RETURNS timestamptz
+    LANGUAGE sql VOLATILE
+    SET search_path = pg_catalog, pg_temp
+AS $fn$
+    SELECT CASE WHEN pg_catalog.pg_has_role('pg_read_all_stats', 'MEMBER') THEN
+        LEAST(pg_catalog.clock_timestamp(),
+              (SELECT pg_catalog.min(coalesce(a.xact_start, '-infinity'))
+               FROM pg_catalog.pg_stat_activity a
+               WHERE a.pid OPERATOR(pg_catalog.<>) pg_catalog.pg_backend_pid()
+                 AND (a.xact_start IS NOT NULL OR a.backend_xid IS NOT NULL)
+                 AND a.backend_type NOT IN ('autovacuum worker', 'autovacuum launcher')),
+              (SELECT pg_catalog.min(p.prepared) FROM pg_catalog.pg_prepared_xacts p))
+        OPERATOR(pg_catalog.-) interval '10 minutes'
+    END
+$fn$;
+COMMENT ON FUNCTION jobs._summary_horizon() IS
+    'History days that ended before this time are closed: no running or prepared transaction can still add jobs to them (internal).';
+
+-- The row trigger of rolled-up partitions (src/summary.c): a row arriving in
+-- or leaving a counted day makes its totals stale; they are forgotten here
+-- (and rolled up again by the next jobs.refresh_summaries()).
+CREATE FUNCTION jobs._summary_forget(relid oid) RETURNS boolean
+    LANGUAGE sql VOLATILE SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+AS $fn$
+    WITH d AS (DELETE FROM jobs.job_daily_done d
+               WHERE d.relid OPERATOR(pg_catalog.=) _summary_forget.relid
+               RETURNING d.day),
+         r AS (DELETE FROM jobs.job_daily r USING d
+               WHERE r.day OPERATOR(pg_catalog.=) d.day)
+    SELECT EXISTS (SELECT FROM d)
+$fn$;
+COMMENT ON FUNCTION jobs._summary_forget(oid) IS
+    'Forgets the totals of the rolled-up history partition relid; true when it had some (internal).';
+CREATE FUNCTION jobs._job_daily_stale() RETURNS trigger
+    LANGUAGE c
+    AS 'MODULE_PATHNAME', 'pg_jobs_job_daily_stale';
+COMMENT ON FUNCTION jobs._job_daily_stale() IS
+    'Trigger of rolled-up history partitions: forgets the day''s totals when rows are inserted into or deleted from it (internal).';
+
+/*
+ * Roll up the closed history days not yet rolled up, oldest first, at most
+ * max_days of them (the launcher calls it every maintenance interval; each
+ * day is read once).  Idempotent; concurrent calls are serialised by an
+ * advisory lock: a caller waits for the run in progress, or with wait =>
+ * false (the launcher) returns {"busy": true} at once.  A day whose
+ * partition is being written (an acknowledge, a backfill, a delete) is
+ * skipped at once (LOCK ... NOWAIT) and tried on the next run; creating the
+ * trigger of a newly counted day waits at most lock_timeout.  Returns
+ * {"days_rolled_up": [...], "days_busy": [...], "days_forgotten": n, "more": bool}.
+ */
+CREATE FUNCTION jobs.refresh_summaries(max_days integer DEFAULT 7, wait boolean DEFAULT true)
+    RETURNS jsonb
+    LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+    SET lock_timeout = '100ms'
+AS $fn$
+DECLARE
+    horizon   timestamptz;
+    p         record;
+    rolled    text[] := '{}';
+    busy      text[] := '{}';
+    forgotten bigint;
+    budget    integer := greatest(coalesce(max_days, 7), 1);
+    more      boolean := false;
+BEGIN
+    -- 'pg_j' 'summ' as the two halves of the key
+    IF wait THEN
+        PERFORM pg_catalog.pg_advisory_xact_lock(1886937898, 1937075565);
+    ELSIF NOT pg_catalog.pg_try_advisory_xact_lock(1886937898, 1937075565) THEN
+        RETURN pg_catalog.jsonb_build_object('busy', true);
+    END IF;
+
+    -- forget days whose partition was dropped, detached, truncated or rewritten
+    WITH gone AS (
+        DELETE FROM jobs.job_daily_done d
+        WHERE NOT EXISTS (SELECT 1 FROM jobs._summary_days() v WHERE v.day = d.day)
+        RETURNING d.day),
+    r AS (DELETE FROM jobs.job_daily r USING gone WHERE r.day = gone.day)
+    SELECT pg_catalog.count(*) INTO forgotten FROM gone;
+
+    horizon := jobs._summary_horizon();
+
+    FOR p IN SELECT c.oid, c.relname, b.bounds[1]::timestamptz AS lo, b.bounds[2]::timestamptz AS hi
+             FROM pg_catalog.pg_inherits i
+             JOIN pg_catalog.pg_class c ON c.oid = i.inhrelid,
+             LATERAL pg_catalog.regexp_match(pg_catalog.pg_get_expr(c.relpartbound, c.oid),
+                 $re$^FOR VALUES FROM \('([^']+)'\) TO \('([^']+)'\)$$re$) AS b(bounds)
+             WHERE i.inhparent = 'jobs.job_done'::pg_catalog.regclass
+               AND b.bounds[2]::timestamptz <= horizon
+               AND NOT EXISTS (SELECT 1 FROM jobs.job_daily_done d WHERE d.relid = c.oid)
+             ORDER BY 3
+    LOOP
+        IF budget <= 0 THEN
+            more := true;
+            EXIT;
+        END IF;
+        BEGIN
+            -- no writer in flight while the day is counted; never wait for one
+            EXECUTE pg_catalog.format('LOCK TABLE jobs.%I IN SHARE MODE NOWAIT', p.relname);
+            IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_trigger t
+                           WHERE t.tgrelid = p.oid AND t.tgname = 'job_daily_stale') THEN
+                EXECUTE pg_catalog.format(
+                    'CREATE TRIGGER job_daily_stale AFTER INSERT OR DELETE ON jobs.%I '
+                    'FOR EACH ROW EXECUTE FUNCTION jobs._job_daily_stale()', p.relname);
+                EXECUTE pg_catalog.format(
+                    'ALTER TABLE jobs.%I ENABLE ALWAYS TRIGGER job_daily_stale', p.relname);
+            END IF;
+            DELETE FROM jobs.job_daily r WHERE r.day = p.lo;
+            EXECUTE pg_catalog.format($q$
+                INSERT INTO jobs.job_daily
+                SELECT $1, jobs._utc_day(d.date_created), d.task_type, d.owner, d.status,
+                       pg_catalog.count(*),
+                       pg_catalog.sum(pg_catalog.date_part('epoch', d.date_done - d.date_started)),
+                       pg_catalog.count(d.date_done - d.date_started),
+                       pg_catalog.sum(pg_catalog.date_part('epoch', d.date_started - d.date_created)),
+                       pg_catalog.count(d.date_started - d.date_created),
+                       pg_catalog.max(d.date_started), pg_catalog.max(d.date_done)
+                FROM jobs.%I d
+                GROUP BY 2, 3, 4, 5$q$, p.relname)
+            USING p.lo;
+            INSERT INTO jobs.job_daily_done (day, day_end, relid, relfilenode, rolled_up_at)
+            SELECT p.lo, p.hi, p.oid, c.relfilenode, pg_catalog.clock_timestamp()
+            FROM pg_catalog.pg_class c WHERE c.oid = p.oid;
+            rolled := rolled || p.relname::text;
+        EXCEPTION WHEN lock_not_available THEN
+            busy := busy || p.relname::text;
+        END;
+        budget := budget - 1;
+    END LOOP;
+
+    RETURN pg_catalog.jsonb_build_object(
+        'horizon', horizon,     -- NULL: the owner lacks pg_read_all_stats
+        'days_rolled_up', pg_catalog.to_jsonb(rolled),
+        'days_busy', pg_catalog.to_jsonb(busy),
+        'days_forgotten', forgotten,
+        'more', more);
+END
+$fn$;
+COMMENT ON FUNCTION jobs.refresh_summaries(integer, boolean) IS
+    'Rolls up (at most max_days) closed history days into jobs.job_daily for jobs.summary(); run by the launcher every maintenance interval. Returns {"days_rolled_up","days_busy","days_forgotten","more",...}. Superusers and jobs_admin only.';
+REVOKE ALL ON FUNCTION jobs.refresh_summaries(integer, boolean), jobs._job_daily_stale(),
+    jobs._summary_forget(oid), jobs._summary_horizon() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION jobs.refresh_summaries(integer, boolean) TO jobs_admin;
+GRANT EXECUTE ON FUNCTION jobs._summary_days(), jobs._utc_day(timestamptz) TO PUBLIC;
+
+/*
  * Statistics per task type over the jobs created in the last `days` days
- * (clamped to [1, 365]) that the current user can see.  The window is read
- * as two parts so that both prune: in-flight jobs from job_hot, finished
- * ones from the job_done partitions of the days in the window (a job is
- * done after it is created, so date_done >= the start of the window).
+ * (clamped to [1, 365]) that the current user can see, i.e. the aggregates
+ * of (in-flight jobs created since `since`) + (finished jobs with date_created
+ * and date_done since `since`), computed from three parts:
+ *   - the totals of jobs.job_daily for the rolled-up days that start at or
+ *     after `since`, restricted to created days that start at or after `since`
+ *     (whole days inside the window);
+ *   - every other row, read from jobs.job: in-flight jobs (job_hot), finished
+ *     jobs in the days not rolled up (the open days, the day `since` falls in,
+ *     the default partition), listed as date_done ranges so that partitions
+ *     are pruned at planning;
+ *   - and, in the rolled-up days, the jobs created on the UTC day that
+ *     `since` falls in, from `since` on (through the date_created index).
+ * RLS applies to jobs.job and jobs.job_daily alike (same rule on owner), so
+ * a non-monitor gets the totals of the jobs it can see.  The averages are
+ * sums over counts of the non-null values, as avg() computes them.
  */
 CREATE FUNCTION jobs._summary_rows(days integer) RETURNS SETOF jobs.task_summary
     LANGUAGE plpgsql STABLE
     SET search_path = pg_catalog, pg_temp
 AS $fn$
 DECLARE
-    since timestamptz;
+    since      timestamptz;
+    next_day   timestamptz;     -- the first created_day that starts at or after since
+    d          record;
+    pos        timestamptz;
+    run_lo     timestamptz;
+    run_hi     timestamptz;
+    used       timestamptz[] := '{}';
+    live       text[] := '{}';  -- date_done ranges read row by row
+    counted    text[] := '{}';  -- date_done ranges of the rolled-up days
 BEGIN
     IF days IS NULL THEN
         RAISE EXCEPTION 'days must not be null'
@@ -1694,30 +1968,104 @@ BEGIN
                   HINT = 'Pass a number of days between 1 and 365.';
     END IF;
     since := pg_catalog.now() - pg_catalog.make_interval(days => least(greatest(days, 1), 365));
-    RETURN QUERY
+    next_day := jobs._utc_day(since);
+    IF next_day < since THEN
+        next_day := next_day + interval '1 day';
+    END IF;
+
+    pos := since;
+    FOR d IN SELECT s.day, s.day_end FROM jobs._summary_days() s
+             WHERE s.day >= since ORDER BY s.day
+    LOOP
+        IF d.day > pos THEN
+            live := live || pg_catalog.format('(j.date_done >= %L AND j.date_done < %L)', pos, d.day);
+        END IF;
+        pos := d.day_end;
+        used := used || d.day;
+        IF run_hi IS NOT NULL AND run_hi = d.day THEN
+            run_hi := d.day_end;
+        ELSE
+            IF run_hi IS NOT NULL THEN
+                counted := counted || pg_catalog.format('(j.date_done >= %L AND j.date_done < %L)', run_lo, run_hi);
+            END IF;
+            run_lo := d.day;
+            run_hi := d.day_end;
+        END IF;
+    END LOOP;
+    live := live || pg_catalog.format('j.date_done >= %L', pos);
+    IF run_hi IS NOT NULL THEN
+        counted := counted || pg_catalog.format('(j.date_done >= %L AND j.date_done < %L)', run_lo, run_hi);
+    END IF;
+
+    RETURN QUERY EXECUTE pg_catalog.format($q$
     WITH w AS (
         SELECT j.task_type, j.status, j.date_created, j.date_started, j.date_done
         FROM jobs.job j
-        WHERE j.status IN ('pending', 'started') AND j.date_created >= since
+        WHERE j.status IN ('pending', 'started') AND j.date_created >= $1
         UNION ALL
         SELECT j.task_type, j.status, j.date_created, j.date_started, j.date_done
         FROM jobs.job j
         WHERE j.status IN ('success', 'failure', 'revoked')
-          AND j.date_done >= since AND j.date_created >= since
+          AND j.date_done >= $1 AND j.date_created >= $1
+          AND (%s)
+        UNION ALL
+        SELECT j.task_type, j.status, j.date_created, j.date_started, j.date_done
+        FROM jobs.job j
+        WHERE %s
+          AND j.status IN ('success', 'failure', 'revoked')
+          AND j.date_done >= $1 AND j.date_created >= $1 AND j.date_created < $2
+          AND (%s)
+    ),
+    p AS (
+        SELECT w.task_type,
+               pg_catalog.count(*) AS total,
+               pg_catalog.count(*) FILTER (WHERE w.status IN ('pending', 'started')) AS in_flight,
+               pg_catalog.count(*) FILTER (WHERE w.status = 'success') AS success,
+               pg_catalog.count(*) FILTER (WHERE w.status = 'failure') AS failure,
+               pg_catalog.sum(pg_catalog.date_part('epoch', w.date_done - w.date_started)) AS dur_sum,
+               pg_catalog.count(w.date_done - w.date_started) AS dur_n,
+               pg_catalog.sum(pg_catalog.date_part('epoch', w.date_started - w.date_created)) AS wait_sum,
+               pg_catalog.count(w.date_started - w.date_created) AS wait_n,
+               pg_catalog.max(w.date_started) AS last_run,
+               pg_catalog.max(w.date_done) FILTER (WHERE w.status = 'success') AS last_success,
+               pg_catalog.max(w.date_done) FILTER (WHERE w.status = 'failure') AS last_failure
+        FROM w
+        GROUP BY w.task_type
+        UNION ALL
+        SELECT r.task_type,
+               pg_catalog.sum(r.jobs)::bigint,
+               0,
+               coalesce(pg_catalog.sum(r.jobs) FILTER (WHERE r.status = 'success'), 0)::bigint,
+               coalesce(pg_catalog.sum(r.jobs) FILTER (WHERE r.status = 'failure'), 0)::bigint,
+               pg_catalog.sum(r.duration_sum),
+               pg_catalog.sum(r.duration_count)::bigint,
+               pg_catalog.sum(r.wait_sum),
+               pg_catalog.sum(r.wait_count)::bigint,
+               pg_catalog.max(r.last_started),
+               pg_catalog.max(r.last_done) FILTER (WHERE r.status = 'success'),
+               pg_catalog.max(r.last_done) FILTER (WHERE r.status = 'failure')
+        FROM jobs.job_daily r
+        WHERE r.day = ANY ($3) AND r.created_day >= $1
+        GROUP BY r.task_type
     )
-    SELECT w.task_type,
-           pg_catalog.count(*),
-           pg_catalog.count(*) FILTER (WHERE w.status IN ('pending', 'started')),
-           pg_catalog.count(*) FILTER (WHERE w.status = 'success'),
-           pg_catalog.count(*) FILTER (WHERE w.status = 'failure'),
-           pg_catalog.avg(pg_catalog.date_part('epoch', w.date_done - w.date_started)),
-           pg_catalog.avg(pg_catalog.date_part('epoch', w.date_started - w.date_created)),
-           pg_catalog.max(w.date_started),
-           pg_catalog.max(w.date_done) FILTER (WHERE w.status = 'success'),
-           pg_catalog.max(w.date_done) FILTER (WHERE w.status = 'failure')
-    FROM w
-    GROUP BY w.task_type
-    ORDER BY w.task_type;
+    SELECT p.task_type,
+           pg_catalog.sum(p.total)::bigint,
+           pg_catalog.sum(p.in_flight)::bigint,
+           pg_catalog.sum(p.success)::bigint,
+           pg_catalog.sum(p.failure)::bigint,
+           pg_catalog.sum(p.dur_sum) / NULLIF(pg_catalog.sum(p.dur_n)::double precision, 0),
+           pg_catalog.sum(p.wait_sum) / NULLIF(pg_catalog.sum(p.wait_n)::double precision, 0),
+           pg_catalog.max(p.last_run),
+           pg_catalog.max(p.last_success),
+           pg_catalog.max(p.last_failure)
+    FROM p
+    GROUP BY p.task_type
+    ORDER BY p.task_type$q$,
+        pg_catalog.array_to_string(live, ' OR '),
+        CASE WHEN pg_catalog.cardinality(counted) > 0 AND next_day > since THEN 'true' ELSE 'false' END,
+        CASE WHEN pg_catalog.cardinality(counted) > 0
+             THEN pg_catalog.array_to_string(counted, ' OR ') ELSE 'false' END)
+    USING since, next_day, used;
 END
 $fn$;
 COMMENT ON FUNCTION jobs._summary_rows(integer) IS
@@ -2318,6 +2666,9 @@ BEGIN
                     GET DIAGNOSTICS n_logs = ROW_COUNT;
                     EXECUTE pg_catalog.format('SELECT pg_catalog.count(*) FROM jobs.%I', p.relname)
                         INTO n_rows;
+                    -- the day's totals for jobs.summary() go with it
+                    PERFORM jobs._summary_forget(
+                        pg_catalog.format('jobs.%I', p.relname)::pg_catalog.regclass);
                     EXECUTE pg_catalog.format('ALTER TABLE jobs.job_done DETACH PARTITION jobs.%I',
                                               p.relname);
                     EXECUTE pg_catalog.format('DROP TABLE jobs.%I', p.relname);

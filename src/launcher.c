@@ -16,6 +16,9 @@
  *	  it has attempts left and failed with the reason otherwise, through
  *	  jobs._reconcile();
  *	- once an hour, creates the history partitions ahead;
+ *	- rolls up the closed history days into the per-day totals that
+ *	  jobs.summary() reads, through jobs.refresh_summaries() (a few days per
+ *	  round, each day once), in a subtransaction like the retention;
  *	- every ten minutes, after a configuration reload, and again at once
  *	  while a run left work over, removes finished jobs past
  *	  pg_jobs.retention through jobs.apply_retention(), in a subtransaction
@@ -61,6 +64,7 @@
 
 static BackgroundWorkerHandle *handles[PGJOBS_MAX_WORKERS];
 static bool warned_no_slot = false;
+static bool warned_refresh = false;
 static bool warned_no_extension = false;
 
 /*
@@ -289,6 +293,55 @@ apply_retention(void)
 }
 
 /*
+ * refresh_summaries
+ *		Roll up the closed history days not yet rolled up (see
+ *		jobs.refresh_summaries()); cheap when there is none.  In a
+ *		subtransaction: an error is logged and undone, and the round's other
+ *		work still commits.  Caller has SPI connected.
+ */
+static void
+refresh_summaries(void)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	ResourceOwner owner = CurrentResourceOwner;
+
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(cxt);
+	PG_TRY();
+	{
+		int			ret;
+
+		ret = SPI_execute("SELECT jobs.refresh_summaries(wait => false)", false, 0);
+		if (ret != SPI_OK_SELECT)
+			elog(ERROR, "pg_jobs: refresh_summaries failed: %s",
+				 SPI_result_code_string(ret));
+		ReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(cxt);
+		CurrentResourceOwner = owner;
+		warned_refresh = false;
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(cxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(cxt);
+		CurrentResourceOwner = owner;
+		/* tried every round: say it once until it works again */
+		if (!warned_refresh)
+			ereport(LOG,
+					(errmsg("pg_jobs: rolling up the summaries failed: %s", edata->message),
+					 errdetail("It is tried again on every maintenance round; jobs.summary() reads the rows meanwhile.")));
+		warned_refresh = true;
+		FreeErrorData(edata);
+	}
+	PG_END_TRY();
+}
+
+/*
  * maintain
  *		One round of the launcher's work, in one transaction.
  *		*partitions_due and *retention_due say what else is due; they are
@@ -322,6 +375,7 @@ maintain_xact(bool *partitions_due, bool *retention_due)
 			ensure_partitions();
 			*partitions_due = false;
 		}
+		refresh_summaries();
 		if (*retention_due)
 			*retention_due = apply_retention();
 		PgJobsState->last_maintenance = GetCurrentTimestamp();
