@@ -610,35 +610,51 @@ END
 $fn$;
 
 CREATE FUNCTION jobs.start(task_id text) RETURNS jobs.job
-    LANGUAGE sql VOLATILE
+    LANGUAGE plpgsql VOLATILE
     SET search_path = pg_catalog, pg_temp
+AS $fn$
+BEGIN
     RETURN jobs._report(start.task_id, 'started', NULL);
+END
+$fn$;
 COMMENT ON FUNCTION jobs.start(text) IS
     'Reports that a job has started (pending -> started). A repeated report changes nothing.';
 
 CREATE FUNCTION jobs.succeed(task_id text, result jsonb DEFAULT NULL) RETURNS jobs.job
-    LANGUAGE sql VOLATILE
+    LANGUAGE plpgsql VOLATILE
     SET search_path = pg_catalog, pg_temp
+AS $fn$
+BEGIN
     RETURN jobs._report(succeed.task_id, 'success', succeed.result);
+END
+$fn$;
 COMMENT ON FUNCTION jobs.succeed(text, jsonb) IS
     'Reports success with a result. A result with duplicate_of is recorded as a failure; on a failed job it changes nothing.';
 
 CREATE FUNCTION jobs.fail(task_id text, error_message text, error_type text DEFAULT NULL,
                           traceback text DEFAULT NULL) RETURNS jobs.job
-    LANGUAGE sql VOLATILE
+    LANGUAGE plpgsql VOLATILE
     SET search_path = pg_catalog, pg_temp
+AS $fn$
+BEGIN
     RETURN jobs._report(fail.task_id, 'failure',
                         pg_catalog.jsonb_build_object(
                             'error_type', fail.error_type,
                             'error_message', fail.error_message,
                             'traceback', pg_catalog.left(fail.traceback, 5000)));
+END
+$fn$;
 COMMENT ON FUNCTION jobs.fail(text, text, text, text) IS
     'Reports failure; the result becomes {"error_type","error_message","traceback"} with the traceback cut to 5000 characters.';
 
 CREATE FUNCTION jobs.revoke(task_id text) RETURNS jobs.job
-    LANGUAGE sql VOLATILE
+    LANGUAGE plpgsql VOLATILE
     SET search_path = pg_catalog, pg_temp
+AS $fn$
+BEGIN
     RETURN jobs._report(revoke.task_id, 'revoked', NULL);
+END
+$fn$;
 COMMENT ON FUNCTION jobs.revoke(text) IS 'Reports that a pending or started job was revoked.';
 
 GRANT EXECUTE ON FUNCTION
@@ -673,12 +689,16 @@ COMMENT ON FUNCTION jobs._interrupt(bigint) IS
  * retries of a burst of failures spread out.
  */
 CREATE FUNCTION jobs._retry_delay(attempts integer) RETURNS interval
-    LANGUAGE sql VOLATILE
+    LANGUAGE plpgsql VOLATILE
     SET search_path = pg_catalog, pg_temp
+AS $fn$
+BEGIN
     RETURN LEAST(coalesce(pg_catalog.current_setting('pg_jobs.retry_base_delay', true), '1s')::interval
                  * pg_catalog.power(2, LEAST(GREATEST(attempts, 1) - 1, 30)),
                  interval '1 hour')
            * (0.75 + 0.5 * pg_catalog.random());
+END
+$fn$;
 COMMENT ON FUNCTION jobs._retry_delay(integer) IS
     'Exponential backoff with jitter before the next attempt of a failed job.';
 
