@@ -68,6 +68,9 @@ CREATE FUNCTION jobs._job_before_update() RETURNS trigger
 CREATE FUNCTION jobs._job_finished() RETURNS trigger
     LANGUAGE c
     AS 'MODULE_PATHNAME', 'pg_jobs_job_finished';
+CREATE FUNCTION jobs._registry_changed() RETURNS trigger
+    LANGUAGE c
+    AS 'MODULE_PATHNAME', 'pg_jobs_registry_changed';
 
 -- 3. Registry -----------------------------------------------------------
 
@@ -326,6 +329,12 @@ CREATE TRIGGER job_before_update BEFORE UPDATE ON jobs.job
 -- release or revoke the jobs waiting for it.
 CREATE TRIGGER job_finished AFTER INSERT ON jobs.job_done
     FOR EACH ROW EXECUTE FUNCTION jobs._job_finished();
+-- The insert trigger caches the registry per backend; a change to it tells
+-- every backend to drop that cache (src/lifecycle.c).
+CREATE TRIGGER task_type_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE
+    ON jobs.task_type FOR EACH STATEMENT EXECUTE FUNCTION jobs._registry_changed();
+CREATE TRIGGER trigger_source_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE
+    ON jobs.trigger_source FOR EACH STATEMENT EXECUTE FUNCTION jobs._registry_changed();
 
 -- 6. Row-level security and grants --------------------------------------
 
