@@ -190,7 +190,9 @@ COMMENT ON TABLE jobs.job_hot IS 'Partition of jobs.job holding the pending and 
 
 CREATE UNIQUE INDEX job_hot_id ON jobs.job_hot (id);
 CREATE UNIQUE INDEX job_hot_task_id ON jobs.job_hot (task_id);
-CREATE UNIQUE INDEX job_hot_dedup ON jobs.job_hot (task_type, dedup_key);
+-- only jobs with a dedup key need it (most have none)
+CREATE UNIQUE INDEX job_hot_dedup ON jobs.job_hot (task_type, dedup_key)
+    WHERE dedup_key IS NOT NULL;
 -- in-database workers take the next job of any queue; external claimers one queue
 CREATE INDEX job_hot_next ON jobs.job_hot (priority, id) WHERE status = 'pending';
 CREATE INDEX job_hot_claim ON jobs.job_hot (queue, priority, id) WHERE status = 'pending';
