@@ -493,6 +493,13 @@ COMMENT ON FUNCTION jobs.register_task_type(text, regprocedure, text, text, bool
     integer, integer, interval, integer, text, jsonb, name) IS
     'Creates or replaces a task type (admins only). display_name defaults to the name in title case; run_as is the role that runs handlers of unowned jobs.';
 
+/*
+ * enqueue and enqueue_many are C (src/enqueue.c): one INSERT into jobs.job
+ * as the caller, so privileges, row-level security and the lifecycle
+ * trigger check it like any client's INSERT.  No SET search_path: the C
+ * code names everything schema-qualified, and the INSERT resolves nothing
+ * through the search_path.
+ */
 CREATE FUNCTION jobs.enqueue(
     task_type text,
     input jsonb DEFAULT '{}',
@@ -505,26 +512,8 @@ CREATE FUNCTION jobs.enqueue(
     parent_id bigint DEFAULT NULL,
     task_id text DEFAULT NULL)
     RETURNS jobs.job
-    LANGUAGE plpgsql VOLATILE
-    SET search_path = pg_catalog, pg_temp
-AS $fn$
-DECLARE
-    r jobs.job;
-BEGIN
-    -- PL/pgSQL keeps the INSERT's plan across calls (an SQL function
-    -- would plan it on every call).
-    INSERT INTO jobs.job (task_type, input, trigger_source, owner, priority, run_at,
-                          dedup_key, depends_on, parent_id, task_id)
-    VALUES (enqueue.task_type, enqueue.input, enqueue.trigger_source, enqueue.owner,
-            enqueue.priority, enqueue.run_at, enqueue.dedup_key, enqueue.depends_on,
-            enqueue.parent_id, enqueue.task_id)
-    RETURNING * INTO r;
-    IF NOT FOUND THEN
-        RETURN NULL;            -- an untracked task type: nothing stored
-    END IF;
-    RETURN r;
-END
-$fn$;
+    LANGUAGE c VOLATILE
+    AS 'MODULE_PATHNAME', 'pg_jobs_enqueue';
 COMMENT ON FUNCTION jobs.enqueue(text, jsonb, text, name, integer, timestamptz, text,
     bigint[], bigint, text) IS
     'Creates a pending job and returns it; NULL when the task type is not tracked.';
@@ -537,23 +526,8 @@ CREATE FUNCTION jobs.enqueue_many(
     priority integer DEFAULT NULL,
     run_at timestamptz DEFAULT NULL)
     RETURNS SETOF jobs.job
-    LANGUAGE plpgsql VOLATILE
-    SET search_path = pg_catalog, pg_temp
-AS $fn$
-BEGIN
-    IF inputs IS NULL OR pg_catalog.jsonb_typeof(inputs) <> 'array' THEN
-        RAISE EXCEPTION 'inputs must be a JSON array of job inputs'
-            USING ERRCODE = '22023';
-    END IF;
-    RETURN QUERY
-    INSERT INTO jobs.job (task_type, input, trigger_source, owner, priority, run_at)
-    SELECT enqueue_many.task_type, e.value, enqueue_many.trigger_source, enqueue_many.owner,
-           enqueue_many.priority, enqueue_many.run_at
-    FROM pg_catalog.jsonb_array_elements(inputs) WITH ORDINALITY AS e(value, n)
-    ORDER BY e.n
-    RETURNING *;
-END
-$fn$;
+    LANGUAGE c VOLATILE
+    AS 'MODULE_PATHNAME', 'pg_jobs_enqueue_many';
 COMMENT ON FUNCTION jobs.enqueue_many(text, jsonb, text, name, integer, timestamptz) IS
     'Creates one pending job per element of the JSON array inputs, in one statement.';
 
