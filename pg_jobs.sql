@@ -190,9 +190,11 @@ COMMENT ON TABLE jobs.job_hot IS 'Partition of jobs.job holding the pending and 
 
 CREATE UNIQUE INDEX job_hot_id ON jobs.job_hot (id);
 CREATE UNIQUE INDEX job_hot_task_id ON jobs.job_hot (task_id);
--- only jobs with a dedup key need it (most have none)
+-- One index for two lookups by task type: the in-flight job with a dedup key
+-- (the uniqueness of the key; a NULL key never conflicts), and the pending
+-- jobs that max_pending counts.  Started jobs without a key need no entry.
 CREATE UNIQUE INDEX job_hot_dedup ON jobs.job_hot (task_type, dedup_key)
-    WHERE dedup_key IS NOT NULL;
+    WHERE status = 'pending' OR dedup_key IS NOT NULL;
 -- in-database workers take the next job of any queue; external claimers one queue
 CREATE INDEX job_hot_next ON jobs.job_hot (priority, id) WHERE status = 'pending';
 CREATE INDEX job_hot_claim ON jobs.job_hot (queue, priority, id) WHERE status = 'pending';
@@ -203,8 +205,6 @@ CREATE INDEX job_hot_leased ON jobs.job_hot (lease_until)
     WHERE status = 'started' AND lease_until IS NOT NULL;
 CREATE INDEX job_hot_running ON jobs.job_hot (worker)
     WHERE status = 'started' AND worker LIKE 'pg_jobs/%';
-CREATE INDEX job_hot_type_pending ON jobs.job_hot (task_type)
-    WHERE status = 'pending';
 
 CREATE TABLE jobs.job_done PARTITION OF jobs.job
     FOR VALUES IN ('success', 'failure', 'revoked')

@@ -130,6 +130,14 @@ BEGIN;
 SELECT queue, priority, trigger_source FROM jobs.enqueue('sanity_check', trigger_source => 'carrier_pigeon');
 ROLLBACK;
 
+-- job_hot_dedup serves the dedup lookup and the max_pending count
+BEGIN;
+SET LOCAL enable_seqscan = off;
+SET LOCAL enable_bitmapscan = off;
+EXPLAIN (COSTS OFF) SELECT task_id FROM jobs.job_hot WHERE task_type = 'x' AND dedup_key = 'k';
+EXPLAIN (COSTS OFF) SELECT 1 FROM jobs.job_hot WHERE task_type = 'x' AND status = 'pending' LIMIT 3;
+ROLLBACK;
+
 -- task ids are unique, in flight and finished
 SELECT try($$SELECT jobs.enqueue('index', task_id => 'celery-1')$$);
 SELECT try($$SELECT jobs.enqueue('index', task_id => 'c-ok')$$);
