@@ -16,7 +16,7 @@ REGRESS      = lifecycle tracking monitoring postgrest logs retention schedule d
                engine
 REGRESS_OPTS = --temp-config=test/pg_jobs.conf --temp-instance=./tmp_check
 
-ISOLATION      = finalize_race enqueue_race claim_race acknowledge_race \
+ISOLATION      = finalize_race enqueue_race claim_race acknowledge_race registry_cache \
                  dependency_race
 ISOLATION_OPTS = --temp-config=test/isolation.conf --temp-instance=./tmp_check_iso \
                  --inputdir=test --outputdir=test
