@@ -332,11 +332,22 @@ CREATE TRIGGER job_before_update BEFORE UPDATE ON jobs.job
 CREATE TRIGGER job_finished AFTER INSERT ON jobs.job_done
     FOR EACH ROW EXECUTE FUNCTION jobs._job_finished();
 -- The insert trigger caches the registry per backend; a change to it tells
--- every backend to drop that cache (src/lifecycle.c).
-CREATE TRIGGER task_type_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE
+-- every backend to drop that cache (src/lifecycle.c).  Row triggers (and
+-- statement triggers for TRUNCATE), enabled ALWAYS, so that changes applied
+-- by logical replication or with session_replication_role = replica are
+-- seen too.
+CREATE TRIGGER task_type_changed AFTER INSERT OR UPDATE OR DELETE
+    ON jobs.task_type FOR EACH ROW EXECUTE FUNCTION jobs._registry_changed();
+CREATE TRIGGER task_type_truncated AFTER TRUNCATE
     ON jobs.task_type FOR EACH STATEMENT EXECUTE FUNCTION jobs._registry_changed();
-CREATE TRIGGER trigger_source_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE
+CREATE TRIGGER trigger_source_changed AFTER INSERT OR UPDATE OR DELETE
+    ON jobs.trigger_source FOR EACH ROW EXECUTE FUNCTION jobs._registry_changed();
+CREATE TRIGGER trigger_source_truncated AFTER TRUNCATE
     ON jobs.trigger_source FOR EACH STATEMENT EXECUTE FUNCTION jobs._registry_changed();
+ALTER TABLE jobs.task_type ENABLE ALWAYS TRIGGER task_type_changed,
+    ENABLE ALWAYS TRIGGER task_type_truncated;
+ALTER TABLE jobs.trigger_source ENABLE ALWAYS TRIGGER trigger_source_changed,
+    ENABLE ALWAYS TRIGGER trigger_source_truncated;
 
 -- 6. Row-level security and grants --------------------------------------
 

@@ -125,6 +125,11 @@ DELETE FROM jobs.trigger_source WHERE name = 'carrier_pigeon';
 SELECT try($$SELECT jobs.enqueue('sanity_check', trigger_source => 'carrier_pigeon')$$);
 UPDATE jobs.task_type SET tracked = false WHERE name = 'sanity_check';
 SELECT jobs.enqueue('sanity_check') IS NULL AS ignored;
+-- also when the change bypasses ordinary triggers (as logical replication does)
+SET LOCAL session_replication_role = replica;
+UPDATE jobs.task_type SET tracked = true, queue = 'replicated' WHERE name = 'sanity_check';
+SET LOCAL session_replication_role = origin;
+SELECT queue FROM jobs.enqueue('sanity_check');
 ROLLBACK;
 BEGIN;
 SELECT queue, priority, trigger_source FROM jobs.enqueue('sanity_check', trigger_source => 'carrier_pigeon');

@@ -46,7 +46,7 @@
  *
  * Registry cache: what the insert trigger needs from jobs.task_type and
  * jobs.trigger_source is kept per backend across transactions, so that an
- * ordinary enqueue runs no query of its own.  A statement trigger on both
+ * ordinary enqueue runs no query of its own.  A trigger on both
  * tables (jobs._registry_changed()) sends a relcache invalidation for the
  * table it changed; it reaches this backend at the latest when the next
  * statement begins (the trigger accepts pending invalidations once per
@@ -580,8 +580,11 @@ trigger_source_exists(const char *source, bool *connected, Oid owner,
 
 /*
  * pg_jobs_registry_changed
- *		AFTER ... FOR EACH STATEMENT trigger of jobs.task_type and
+ *		AFTER trigger (each row, and each TRUNCATE) of jobs.task_type and
  *		jobs.trigger_source: tell every backend to drop its registry cache.
+ *
+ * The invalidation goes out at commit; repeated ones for one table in one
+ * transaction are merged, so a trigger per row costs next to nothing.
  */
 Datum
 pg_jobs_registry_changed(PG_FUNCTION_ARGS)
