@@ -46,10 +46,10 @@
  *
  * Registry cache: what the insert trigger needs from jobs.task_type and
  * jobs.trigger_source is kept per backend across transactions, so that an
- * ordinary enqueue runs no query of its own.  A trigger on both
- * tables (jobs._registry_changed()) sends a relcache invalidation for the
- * table it changed; it reaches this backend at the latest when the next
- * statement begins (the trigger accepts pending invalidations once per
+ * ordinary enqueue runs no query of its own.  A trigger on both tables
+ * (jobs._registry_changed()) sends a relcache invalidation for the table it
+ * changed; it reaches this backend at the latest when the next statement
+ * begins (the insert trigger accepts pending invalidations once per
  * command), and our callback then empties the cache.  Changes made by the
  * current transaction are seen at once (invalidations are applied locally
  * at the next command), and a rollback discards them the same way.
