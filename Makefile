@@ -5,7 +5,7 @@ EXTVERSION  = 0.1.0
 MODULE_big  = pg_jobs
 OBJS        = src/pg_jobs.o src/access.o src/lifecycle.o src/shmem.o \
               src/launcher.o src/worker.o src/logs.o src/util.o \
-              src/dependencies.o src/summary.o
+              src/dependencies.o src/summary.o src/enqueue.o
 
 DATA_built  = $(EXTENSION)--$(EXTVERSION).sql
 EXTRA_CLEAN = $(EXTENSION)--$(EXTVERSION).sql src/errnames.h
@@ -16,7 +16,7 @@ REGRESS      = lifecycle tracking monitoring postgrest logs retention schedule d
                engine summary
 REGRESS_OPTS = --temp-config=test/pg_jobs.conf --temp-instance=./tmp_check
 
-ISOLATION      = finalize_race enqueue_race claim_race acknowledge_race \
+ISOLATION      = finalize_race enqueue_race claim_race acknowledge_race registry_cache \
                  dependency_race summary_race
 ISOLATION_OPTS = --temp-config=test/isolation.conf --temp-instance=./tmp_check_iso \
                  --inputdir=test --outputdir=test

@@ -68,6 +68,9 @@ CREATE FUNCTION jobs._job_before_update() RETURNS trigger
 CREATE FUNCTION jobs._job_finished() RETURNS trigger
     LANGUAGE c
     AS 'MODULE_PATHNAME', 'pg_jobs_job_finished';
+CREATE FUNCTION jobs._registry_changed() RETURNS trigger
+    LANGUAGE c
+    AS 'MODULE_PATHNAME', 'pg_jobs_registry_changed';
 
 -- 3. Registry -----------------------------------------------------------
 
@@ -187,9 +190,11 @@ COMMENT ON TABLE jobs.job_hot IS 'Partition of jobs.job holding the pending and 
 
 CREATE UNIQUE INDEX job_hot_id ON jobs.job_hot (id);
 CREATE UNIQUE INDEX job_hot_task_id ON jobs.job_hot (task_id);
--- partial: most jobs have no dedup key, and then cost no entry here
+-- One index for two lookups by task type: the in-flight job with a dedup key
+-- (the uniqueness of the key; a NULL key never conflicts), and the pending
+-- jobs that max_pending counts.  Started jobs without a key need no entry.
 CREATE UNIQUE INDEX job_hot_dedup ON jobs.job_hot (task_type, dedup_key)
-    WHERE dedup_key IS NOT NULL;
+    WHERE status = 'pending' OR dedup_key IS NOT NULL;
 -- in-database workers take the next job of any queue; external claimers one queue
 CREATE INDEX job_hot_next ON jobs.job_hot (priority, id) WHERE status = 'pending';
 CREATE INDEX job_hot_claim ON jobs.job_hot (queue, priority, id) WHERE status = 'pending';
@@ -200,8 +205,6 @@ CREATE INDEX job_hot_leased ON jobs.job_hot (lease_until)
     WHERE status = 'started' AND lease_until IS NOT NULL;
 CREATE INDEX job_hot_running ON jobs.job_hot (worker)
     WHERE status = 'started' AND worker LIKE 'pg_jobs/%';
-CREATE INDEX job_hot_type_pending ON jobs.job_hot (task_type)
-    WHERE status = 'pending';
 
 CREATE TABLE jobs.job_done PARTITION OF jobs.job
     FOR VALUES IN ('success', 'failure', 'revoked')
@@ -328,6 +331,23 @@ CREATE TRIGGER job_before_update BEFORE UPDATE ON jobs.job
 -- release or revoke the jobs waiting for it.
 CREATE TRIGGER job_finished AFTER INSERT ON jobs.job_done
     FOR EACH ROW EXECUTE FUNCTION jobs._job_finished();
+-- The insert trigger caches the registry per backend; a change to it tells
+-- every backend to drop that cache (src/lifecycle.c).  Row triggers (and
+-- statement triggers for TRUNCATE), enabled ALWAYS, so that changes applied
+-- by logical replication or with session_replication_role = replica are
+-- seen too.
+CREATE TRIGGER task_type_changed AFTER INSERT OR UPDATE OR DELETE
+    ON jobs.task_type FOR EACH ROW EXECUTE FUNCTION jobs._registry_changed();
+CREATE TRIGGER task_type_truncated AFTER TRUNCATE
+    ON jobs.task_type FOR EACH STATEMENT EXECUTE FUNCTION jobs._registry_changed();
+CREATE TRIGGER trigger_source_changed AFTER INSERT OR UPDATE OR DELETE
+    ON jobs.trigger_source FOR EACH ROW EXECUTE FUNCTION jobs._registry_changed();
+CREATE TRIGGER trigger_source_truncated AFTER TRUNCATE
+    ON jobs.trigger_source FOR EACH STATEMENT EXECUTE FUNCTION jobs._registry_changed();
+ALTER TABLE jobs.task_type ENABLE ALWAYS TRIGGER task_type_changed,
+    ENABLE ALWAYS TRIGGER task_type_truncated;
+ALTER TABLE jobs.trigger_source ENABLE ALWAYS TRIGGER trigger_source_changed,
+    ENABLE ALWAYS TRIGGER trigger_source_truncated;
 
 -- 6. Row-level security and grants --------------------------------------
 
@@ -484,6 +504,13 @@ COMMENT ON FUNCTION jobs.register_task_type(text, regprocedure, text, text, bool
     integer, integer, interval, integer, text, jsonb, name) IS
     'Creates or replaces a task type (admins only). display_name defaults to the name in title case; run_as is the role that runs handlers of unowned jobs.';
 
+/*
+ * enqueue and enqueue_many are C (src/enqueue.c): one INSERT into jobs.job
+ * as the caller, so privileges, row-level security and the lifecycle
+ * trigger check it like any client's INSERT.  No SET search_path: the C
+ * code names everything schema-qualified, and the INSERT resolves nothing
+ * through the search_path.
+ */
 CREATE FUNCTION jobs.enqueue(
     task_type text,
     input jsonb DEFAULT '{}',
@@ -496,26 +523,8 @@ CREATE FUNCTION jobs.enqueue(
     parent_id bigint DEFAULT NULL,
     task_id text DEFAULT NULL)
     RETURNS jobs.job
-    LANGUAGE plpgsql VOLATILE
-    SET search_path = pg_catalog, pg_temp
-AS $fn$
-DECLARE
-    r jobs.job;
-BEGIN
-    -- PL/pgSQL keeps the INSERT's plan across calls (an SQL function
-    -- would plan it on every call).
-    INSERT INTO jobs.job (task_type, input, trigger_source, owner, priority, run_at,
-                          dedup_key, depends_on, parent_id, task_id)
-    VALUES (enqueue.task_type, enqueue.input, enqueue.trigger_source, enqueue.owner,
-            enqueue.priority, enqueue.run_at, enqueue.dedup_key, enqueue.depends_on,
-            enqueue.parent_id, enqueue.task_id)
-    RETURNING * INTO r;
-    IF NOT FOUND THEN
-        RETURN NULL;            -- an untracked task type: nothing stored
-    END IF;
-    RETURN r;
-END
-$fn$;
+    LANGUAGE c VOLATILE
+    AS 'MODULE_PATHNAME', 'pg_jobs_enqueue';
 COMMENT ON FUNCTION jobs.enqueue(text, jsonb, text, name, integer, timestamptz, text,
     bigint[], bigint, text) IS
     'Creates a pending job and returns it; NULL when the task type is not tracked.';
@@ -528,23 +537,8 @@ CREATE FUNCTION jobs.enqueue_many(
     priority integer DEFAULT NULL,
     run_at timestamptz DEFAULT NULL)
     RETURNS SETOF jobs.job
-    LANGUAGE plpgsql VOLATILE
-    SET search_path = pg_catalog, pg_temp
-AS $fn$
-BEGIN
-    IF inputs IS NULL OR pg_catalog.jsonb_typeof(inputs) <> 'array' THEN
-        RAISE EXCEPTION 'inputs must be a JSON array of job inputs'
-            USING ERRCODE = '22023';
-    END IF;
-    RETURN QUERY
-    INSERT INTO jobs.job (task_type, input, trigger_source, owner, priority, run_at)
-    SELECT enqueue_many.task_type, e.value, enqueue_many.trigger_source, enqueue_many.owner,
-           enqueue_many.priority, enqueue_many.run_at
-    FROM pg_catalog.jsonb_array_elements(inputs) WITH ORDINALITY AS e(value, n)
-    ORDER BY e.n
-    RETURNING *;
-END
-$fn$;
+    LANGUAGE c VOLATILE
+    AS 'MODULE_PATHNAME', 'pg_jobs_enqueue_many';
 COMMENT ON FUNCTION jobs.enqueue_many(text, jsonb, text, name, integer, timestamptz) IS
     'Creates one pending job per element of the JSON array inputs, in one statement.';
 

@@ -93,6 +93,56 @@ SELECT try($$SELECT jobs.enqueue_many('index', NULL)$$);
 SELECT try($$SELECT jobs.enqueue_many('index', '[{"n": 1}, 5]')$$);
 SELECT count(*) FROM jobs.job WHERE input ? 'n';
 
+-- enqueue_many: the checks of the lifecycle trigger apply to every element
+SELECT try($$SELECT jobs.enqueue_many('index', '5')$$);
+SELECT try($$SELECT jobs.enqueue_many('index', '"text"')$$);
+SELECT try($$SELECT jobs.enqueue_many('unknown_type', '[{}]')$$);
+SELECT try($$SELECT jobs.enqueue_many('index', '[{}]', 'no_such_source')$$);
+SELECT try($$SELECT jobs.enqueue_many('index', '[{}]', priority => 9)$$);
+SELECT try($$SELECT jobs.enqueue_many('index', '[{}, {}]', priority => 100000)$$);
+BEGIN;
+SELECT task_type, queue, input, priority, run_at, trigger_source, owner = current_user AS mine
+FROM jobs.enqueue_many('index', '[{"m": 2}, {"m": 1}]', priority => 3, run_at => '2030-01-01 00:00+00');
+-- generated task ids: time-ordered (version 7) UUIDs, distinct
+SELECT count(DISTINCT task_id) AS distinct_ids,
+       bool_and(task_id ~ '^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$') AS uuid_v7
+FROM jobs.enqueue_many('index', (SELECT jsonb_agg('{}'::jsonb) FROM generate_series(1, 200)));
+ROLLBACK;
+-- a read-only transaction cannot enqueue (PostgREST: 405)
+BEGIN READ ONLY;
+SELECT try($$SELECT jobs.enqueue('index')$$);
+SELECT try($$SELECT count(*) FROM jobs.enqueue_many('index', '[{}]')$$);
+ROLLBACK;
+
+-- The registry is cached per backend: a change is seen by the next
+-- statement, in the same transaction too, and a rollback undoes it.
+BEGIN;
+SELECT queue, priority FROM jobs.enqueue('sanity_check');
+SELECT queue FROM jobs.register_task_type('sanity_check', queue => 'elsewhere', priority => 0);
+SELECT queue, priority FROM jobs.enqueue('sanity_check');
+SELECT count(*) FROM jobs.enqueue_many('sanity_check', '[{}]', 'carrier_pigeon');
+DELETE FROM jobs.trigger_source WHERE name = 'carrier_pigeon';
+SELECT try($$SELECT jobs.enqueue('sanity_check', trigger_source => 'carrier_pigeon')$$);
+UPDATE jobs.task_type SET tracked = false WHERE name = 'sanity_check';
+SELECT jobs.enqueue('sanity_check') IS NULL AS ignored;
+-- also when the change bypasses ordinary triggers (as logical replication does)
+SET LOCAL session_replication_role = replica;
+UPDATE jobs.task_type SET tracked = true, queue = 'replicated' WHERE name = 'sanity_check';
+SET LOCAL session_replication_role = origin;
+SELECT queue FROM jobs.enqueue('sanity_check');
+ROLLBACK;
+BEGIN;
+SELECT queue, priority, trigger_source FROM jobs.enqueue('sanity_check', trigger_source => 'carrier_pigeon');
+ROLLBACK;
+
+-- job_hot_dedup serves the dedup lookup and the max_pending count
+BEGIN;
+SET LOCAL enable_seqscan = off;
+SET LOCAL enable_bitmapscan = off;
+EXPLAIN (COSTS OFF) SELECT task_id FROM jobs.job_hot WHERE task_type = 'x' AND dedup_key = 'k';
+EXPLAIN (COSTS OFF) SELECT 1 FROM jobs.job_hot WHERE task_type = 'x' AND status = 'pending' LIMIT 3;
+ROLLBACK;
+
 -- task ids are unique, in flight and finished
 SELECT try($$SELECT jobs.enqueue('index', task_id => 'celery-1')$$);
 SELECT try($$SELECT jobs.enqueue('index', task_id => 'c-ok')$$);
@@ -141,6 +191,9 @@ SELECT status FROM jobs.start('t-1');
 SELECT try($$SELECT jobs.enqueue('sanity_check', owner => 'bob')$$);
 SELECT try($$SELECT jobs.enqueue('sanity_check', owner => NULL)$$);
 SELECT try($$INSERT INTO jobs.job (task_type, owner) VALUES ('sanity_check', 'bob')$$);
+SELECT try($$SELECT count(*) FROM jobs.enqueue_many('sanity_check', '[{}]', owner => 'bob')$$);
+SELECT try($$SELECT count(*) FROM jobs.enqueue_many('sanity_check', '[{}]', owner => NULL)$$);
+SELECT try($$SELECT count(*) FROM jobs.enqueue_many('sanity_check', '[{}]', 'scheduled')$$);
 SELECT owner FROM jobs.enqueue('sanity_check', owner => 'team', task_id => 't-2');
 SELECT owner FROM jobs.enqueue('sanity_check', task_id => 'a2');
 -- no changes behind the API's back either

@@ -44,6 +44,16 @@
  * not depend on the caller's privileges and see every pending row when
  * counting for max_pending.
  *
+ * Registry cache: what the insert trigger needs from jobs.task_type and
+ * jobs.trigger_source is kept per backend across transactions, so that an
+ * ordinary enqueue runs no query of its own.  A trigger on both tables
+ * (jobs._registry_changed()) sends a relcache invalidation for the table it
+ * changed; it reaches this backend at the latest when the next statement
+ * begins (the insert trigger accepts pending invalidations once per
+ * command), and our callback then empties the cache.  Changes made by the
+ * current transaction are seen at once (invalidations are applied locally
+ * at the next command), and a rollback discards them the same way.
+ *
  * IDENTIFICATION
  *	  src/lifecycle.c
  *
@@ -53,6 +63,7 @@
 
 #include "access/htup_details.h"
 #include "access/xact.h"
+#include "catalog/namespace.h"
 #include "catalog/pg_enum.h"
 #include "catalog/pg_type.h"
 #include "commands/trigger.h"
@@ -60,6 +71,8 @@
 #include "fmgr.h"
 #include "miscadmin.h"
 #include "storage/proc.h"
+#include "utils/hsearch.h"
+#include "utils/inval.h"
 #include "utils/builtins.h"
 #include "utils/datum.h"
 #include "utils/jsonb.h"
@@ -73,6 +86,7 @@
 
 PG_FUNCTION_INFO_V1(pg_jobs_job_before_insert);
 PG_FUNCTION_INFO_V1(pg_jobs_job_before_update);
+PG_FUNCTION_INFO_V1(pg_jobs_registry_changed);
 
 static const char *const status_names[JOB_NSTATUS] = {
 	"pending", "started", "success", "failure", "revoked"
@@ -258,22 +272,54 @@ text_attr(HeapTuple tup, TupleDesc td, int attnum)
 }
 
 /*
+ * Random bytes for task ids, drawn from pg_strong_random() a block at a
+ * time: one call per id cost more than the rest of a batch insert.  The
+ * block belongs to the process that drew it (a forked child draws anew).
+ */
+#define TASK_ID_RANDOM_BYTES	10
+#define TASK_ID_BLOCK			(64 * TASK_ID_RANDOM_BYTES)
+static unsigned char task_id_random[TASK_ID_BLOCK];
+static int	task_id_random_used = TASK_ID_BLOCK;
+static int	task_id_random_pid = 0;
+
+/*
  * generate_task_id
- *		A random (version 4) UUID in text form.
+ *		A time-ordered (version 7) UUID in text form: 48 bits of Unix time in
+ *		milliseconds, then 74 random bits.
+ *
+ * Ids made close in time sort together, so the task id index of job_hot
+ * grows at its right edge instead of at a random leaf per job.
  */
 static Datum
-generate_task_id(void)
+generate_task_id(TimestampTz now)
 {
 	unsigned char u[16];
+	const unsigned char *r;
 	char		buf[37];
 	static const char hex[] = "0123456789abcdef";
 	int			p = 0;
+	uint64		unix_ms;
 
-	if (!pg_strong_random(u, sizeof(u)))
-		ereport(ERROR,
-				(errcode(ERRCODE_INTERNAL_ERROR),
-				 errmsg("could not generate a random task id")));
-	u[6] = (u[6] & 0x0f) | 0x40;
+	if (task_id_random_used + TASK_ID_RANDOM_BYTES > TASK_ID_BLOCK ||
+		task_id_random_pid != MyProcPid)
+	{
+		if (!pg_strong_random(task_id_random, sizeof(task_id_random)))
+			ereport(ERROR,
+					(errcode(ERRCODE_INTERNAL_ERROR),
+					 errmsg("could not generate a random task id")));
+		task_id_random_used = 0;
+		task_id_random_pid = MyProcPid;
+	}
+	r = task_id_random + task_id_random_used;
+	task_id_random_used += TASK_ID_RANDOM_BYTES;
+
+	unix_ms = (uint64) (now / 1000 +
+						(POSTGRES_EPOCH_JDATE - UNIX_EPOCH_JDATE) *
+						(int64) SECS_PER_DAY * 1000);
+	for (int i = 0; i < 6; i++)
+		u[i] = (unsigned char) (unix_ms >> (8 * (5 - i)));
+	memcpy(u + 6, r, TASK_ID_RANDOM_BYTES);
+	u[6] = (u[6] & 0x0f) | 0x70;
 	u[8] = (u[8] & 0x3f) | 0x80;
 	for (int i = 0; i < 16; i++)
 	{
@@ -290,38 +336,143 @@ generate_task_id(void)
 typedef struct TaskTypeInfo
 {
 	bool		tracked;
-	Datum		queue;			/* text, copied into the caller's context */
+	Datum		queue;			/* text, in the caller's memory context */
 	int16		priority;
 	int32		max_attempts;
 	bool		has_max_pending;
 	int32		max_pending;
 } TaskTypeInfo;
 
-/* the last task type looked up, valid for one command of one transaction */
-static struct
-{
-	LocalTransactionId lxid;
-	CommandId	cid;
-	char		name[256];
-	bool		found;
-	TaskTypeInfo info;
-}			type_cache;
+/* longest name kept in the registry cache; longer ones are looked up */
+#define REGISTRY_KEYSIZE	256
 
-/* the last trigger source found, likewise */
-static struct
+typedef struct TaskTypeEntry
 {
-	LocalTransactionId lxid;
-	CommandId	cid;
-	char		name[256];
-}			source_cache;
+	char		name[REGISTRY_KEYSIZE]; /* hash key */
+	bool		tracked;
+	text	   *queue;			/* in RegistryContext */
+	int16		priority;
+	int32		max_attempts;
+	bool		has_max_pending;
+	int32		max_pending;
+} TaskTypeEntry;
+
+typedef struct SourceEntry
+{
+	char		name[REGISTRY_KEYSIZE]; /* hash key */
+} SourceEntry;
+
+static MemoryContext RegistryContext = NULL;
+static HTAB *type_cache = NULL;
+static HTAB *source_cache = NULL;
+static bool registry_valid = false;
+static Oid	task_type_relid = InvalidOid;
+static Oid	source_relid = InvalidOid;
+static bool registry_callback_set = false;
+
+/* the command that last accepted invalidations */
+static LocalTransactionId inval_lxid = InvalidLocalTransactionId;
+static CommandId inval_cid = InvalidCommandId;
 
 /*
- * Run the registry lookups of one insert as the table owner.  Must be called
- * inside SPI_connect/SPI_finish; returns results in the caller's memory
- * context (upper executor context), not SPI's.
+ * registry_invalidate
+ *		Relcache callback: forget the cache when jobs.task_type or
+ *		jobs.trigger_source (or every relation) is invalidated.
+ *
+ * May run whenever invalidations are accepted, so it only clears a flag;
+ * the cache is emptied by registry_prepare() before its next use.
+ */
+static void
+registry_invalidate(Datum arg, Oid relid)
+{
+	if (relid == InvalidOid || relid == task_type_relid ||
+		relid == source_relid)
+		registry_valid = false;
+}
+
+/*
+ * registry_prepare
+ *		Make the registry cache usable for the current command.
+ *
+ * Accepts pending invalidations once per command, so that a registry change
+ * committed by another session is seen by the next statement, as a query of
+ * the registry would see it.
+ */
+static void
+registry_prepare(void)
+{
+	LocalTransactionId lxid = MyProc->lxid;
+	CommandId	cid = GetCurrentCommandId(false);
+
+	if (!registry_callback_set)
+	{
+		CacheRegisterRelcacheCallback(registry_invalidate, (Datum) 0);
+		registry_callback_set = true;
+	}
+	if (inval_lxid != lxid || inval_cid != cid)
+	{
+		AcceptInvalidationMessages();
+		inval_lxid = lxid;
+		inval_cid = cid;
+	}
+	if (!registry_valid || type_cache == NULL)
+	{
+		HASHCTL		ctl;
+		Oid			nsp = get_namespace_oid("jobs", false);
+
+		/* the tables whose invalidation empties the cache */
+		task_type_relid = get_relname_relid("task_type", nsp);
+		source_relid = get_relname_relid("trigger_source", nsp);
+		if (!OidIsValid(task_type_relid) || !OidIsValid(source_relid))
+			elog(ERROR, "pg_jobs: registry tables of schema jobs not found");
+
+		if (RegistryContext == NULL)
+			RegistryContext = AllocSetContextCreate(CacheMemoryContext,
+													"pg_jobs registry cache",
+													ALLOCSET_SMALL_SIZES);
+		else
+			MemoryContextReset(RegistryContext);
+		ctl.keysize = REGISTRY_KEYSIZE;
+		ctl.entrysize = sizeof(TaskTypeEntry);
+		ctl.hcxt = RegistryContext;
+		type_cache = hash_create("pg_jobs task types", 16, &ctl,
+								 HASH_ELEM | HASH_STRINGS | HASH_CONTEXT);
+		ctl.entrysize = sizeof(SourceEntry);
+		source_cache = hash_create("pg_jobs trigger sources", 16, &ctl,
+								   HASH_ELEM | HASH_STRINGS | HASH_CONTEXT);
+		registry_valid = true;
+	}
+}
+
+/*
+ * registry_connect
+ *		Connect to SPI as the owner of the jobs table, once per row.
+ */
+static void
+registry_connect(bool *connected, Oid owner, Oid *save_userid, int *save_sec)
+{
+	if (*connected)
+		return;
+	GetUserIdAndSecContext(save_userid, save_sec);
+	SetUserIdAndSecContext(owner,
+						   *save_sec | SECURITY_LOCAL_USERID_CHANGE |
+						   SECURITY_RESTRICTED_OPERATION);
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "pg_jobs: SPI_connect failed");
+	*connected = true;
+}
+
+/*
+ * lookup_task_type
+ *		Find a task type in the cache, or in jobs.task_type (as the table
+ *		owner, connecting to SPI through registry_connect()).
+ *
+ * The queue is returned in the caller's memory context.  Returns false for
+ * an unknown type.
  */
 static bool
-lookup_task_type(const char *task_type, TaskTypeInfo *info)
+lookup_task_type(const char *task_type, TaskTypeInfo *info, bool *connected,
+				 Oid owner, Oid *save_userid, int *save_sec)
 {
 	Oid			argtypes[1] = {TEXTOID};
 	Datum		args[1];
@@ -329,70 +480,92 @@ lookup_task_type(const char *task_type, TaskTypeInfo *info)
 	int			ret;
 	HeapTuple	tup;
 	TupleDesc	td;
+	TaskTypeEntry entry;
+	bool		cacheable = strlen(task_type) < REGISTRY_KEYSIZE;
 
-	/* the rows of one statement (enqueue_many) share one lookup */
-	if (type_cache.lxid == MyProc->lxid &&
-		type_cache.cid == GetCurrentCommandId(false) &&
-		strcmp(type_cache.name, task_type) == 0)
+	if (cacheable)
 	{
-		*info = type_cache.info;
-		return type_cache.found;
+		TaskTypeEntry *e = hash_search(type_cache, task_type, HASH_FIND, NULL);
+
+		if (e != NULL)
+		{
+			info->tracked = e->tracked;
+			info->queue = PointerGetDatum(e->queue);
+			info->priority = e->priority;
+			info->max_attempts = e->max_attempts;
+			info->has_max_pending = e->has_max_pending;
+			info->max_pending = e->max_pending;
+			return true;
+		}
 	}
 
+	registry_connect(connected, owner, save_userid, save_sec);
 	PgJobsPreparePlan(&type_plan,
-				 "SELECT tracked, queue, priority, max_attempts, max_pending "
-				 "FROM jobs.task_type WHERE name OPERATOR(pg_catalog.=) $1",
-				 1, argtypes);
+					  "SELECT tracked, queue, priority, max_attempts, max_pending "
+					  "FROM jobs.task_type WHERE name OPERATOR(pg_catalog.=) $1",
+					  1, argtypes);
 	args[0] = CStringGetTextDatum(task_type);
 	ret = SPI_execute_plan(type_plan, args, NULL, true, 1);
 	if (ret != SPI_OK_SELECT)
 		elog(ERROR, "pg_jobs: task type lookup failed: %s",
 			 SPI_result_code_string(ret));
-	type_cache.lxid = InvalidLocalTransactionId;
 	if (SPI_processed == 0)
-		type_cache.found = false;
-	else
-	{
-		MemoryContext old;
+		return false;
 
-		tup = SPI_tuptable->vals[0];
-		td = SPI_tuptable->tupdesc;
-		type_cache.found = true;
-		type_cache.info.tracked = DatumGetBool(heap_getattr(tup, 1, td, &isnull));
-		/* kept for the rest of the statement, so in the transaction's context */
-		old = MemoryContextSwitchTo(TopTransactionContext);
-		type_cache.info.queue = datumCopy(heap_getattr(tup, 2, td, &isnull), false, -1);
-		MemoryContextSwitchTo(old);
-		type_cache.info.priority = DatumGetInt16(heap_getattr(tup, 3, td, &isnull));
-		type_cache.info.max_attempts = DatumGetInt32(heap_getattr(tup, 4, td, &isnull));
-		type_cache.info.max_pending = DatumGetInt32(heap_getattr(tup, 5, td, &isnull));
-		type_cache.info.has_max_pending = !isnull;
+	tup = SPI_tuptable->vals[0];
+	td = SPI_tuptable->tupdesc;
+	entry.tracked = DatumGetBool(heap_getattr(tup, 1, td, &isnull));
+	entry.queue = (text *) DatumGetPointer(heap_getattr(tup, 2, td, &isnull));
+	entry.priority = DatumGetInt16(heap_getattr(tup, 3, td, &isnull));
+	entry.max_attempts = DatumGetInt32(heap_getattr(tup, 4, td, &isnull));
+	entry.max_pending = DatumGetInt32(heap_getattr(tup, 5, td, &isnull));
+	entry.has_max_pending = !isnull;
+
+	info->tracked = entry.tracked;
+	/* SPI's memory goes away with SPI_finish(): copy to the caller's */
+	info->queue = SPI_datumTransfer(PointerGetDatum(entry.queue), false, -1);
+	info->priority = entry.priority;
+	info->max_attempts = entry.max_attempts;
+	info->has_max_pending = entry.has_max_pending;
+	info->max_pending = entry.max_pending;
+
+	/*
+	 * Cache it, unless an invalidation arrived while we looked it up (the
+	 * row may be older than the change it announces).
+	 */
+	if (cacheable && registry_valid)
+	{
+		TaskTypeEntry *e = hash_search(type_cache, task_type, HASH_ENTER, NULL);
+
+		e->tracked = entry.tracked;
+		e->queue = (text *) MemoryContextAlloc(RegistryContext,
+											   VARSIZE_ANY(entry.queue));
+		memcpy(e->queue, entry.queue, VARSIZE_ANY(entry.queue));
+		e->priority = entry.priority;
+		e->max_attempts = entry.max_attempts;
+		e->has_max_pending = entry.has_max_pending;
+		e->max_pending = entry.max_pending;
 	}
-	*info = type_cache.info;
-	if (strlen(task_type) >= sizeof(type_cache.name))
-		return type_cache.found;	/* too long to cache; look up each time */
-	strlcpy(type_cache.name, task_type, sizeof(type_cache.name));
-	type_cache.cid = GetCurrentCommandId(false);
-	type_cache.lxid = MyProc->lxid;
-	return type_cache.found;
+	return true;
 }
 
 static bool
-trigger_source_exists(const char *source)
+trigger_source_exists(const char *source, bool *connected, Oid owner,
+					  Oid *save_userid, int *save_sec)
 {
 	Oid			argtypes[1] = {TEXTOID};
 	Datum		args[1];
 	int			ret;
+	bool		cacheable = strlen(source) < REGISTRY_KEYSIZE;
 
-	if (source_cache.lxid == MyProc->lxid &&
-		source_cache.cid == GetCurrentCommandId(false) &&
-		strcmp(source_cache.name, source) == 0)
+	if (cacheable && hash_search(source_cache, source, HASH_FIND, NULL) != NULL)
 		return true;
 
+	registry_connect(connected, owner, save_userid, save_sec);
 	PgJobsPreparePlan(&source_plan,
-				 "SELECT 1 FROM jobs.trigger_source "
-				 "WHERE name OPERATOR(pg_catalog.=) $1",
-				 1, argtypes);
+					  "SELECT 1 FROM jobs.trigger_source "
+					  "WHERE name OPERATOR(pg_catalog.=) $1",
+					  1, argtypes);
 	args[0] = CStringGetTextDatum(source);
 	ret = SPI_execute_plan(source_plan, args, NULL, true, 1);
 	if (ret != SPI_OK_SELECT)
@@ -400,12 +573,30 @@ trigger_source_exists(const char *source)
 			 SPI_result_code_string(ret));
 	if (SPI_processed == 0)
 		return false;
-	if (strlen(source) >= sizeof(source_cache.name))
-		return true;			/* too long to cache */
-	strlcpy(source_cache.name, source, sizeof(source_cache.name));
-	source_cache.cid = GetCurrentCommandId(false);
-	source_cache.lxid = MyProc->lxid;
+	if (cacheable && registry_valid)
+		(void) hash_search(source_cache, source, HASH_ENTER, NULL);
 	return true;
+}
+
+/*
+ * pg_jobs_registry_changed
+ *		AFTER trigger (each row, and each TRUNCATE) of jobs.task_type and
+ *		jobs.trigger_source: tell every backend to drop its registry cache.
+ *
+ * The invalidation goes out at commit; repeated ones for one table in one
+ * transaction are merged, so a trigger per row costs next to nothing.
+ */
+Datum
+pg_jobs_registry_changed(PG_FUNCTION_ARGS)
+{
+	TriggerData *trigdata = (TriggerData *) fcinfo->context;
+
+	if (!CALLED_AS_TRIGGER(fcinfo))
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("pg_jobs_registry_changed must be called as a trigger")));
+	CacheInvalidateRelcache(trigdata->tg_relation);
+	return PointerGetDatum(NULL);
 }
 
 /* How many jobs of a type are pending, counting at most limit + 1 */
@@ -501,8 +692,10 @@ pg_jobs_job_before_insert(PG_FUNCTION_ARGS)
 	bool		own_task_id;
 	TaskTypeInfo info;
 	Oid			caller = GetUserId();
-	Oid			save_userid;
-	int			save_sec;
+	Oid			relowner;
+	bool		connected = false;
+	Oid			save_userid = InvalidOid;
+	int			save_sec = 0;
 	TimestampTz now;
 	TimestampTz run_at;
 	bool		run_at_given;
@@ -517,6 +710,7 @@ pg_jobs_job_before_insert(PG_FUNCTION_ARGS)
 	tupdesc = RelationGetDescr(rel);
 	tup = trigdata->tg_trigtuple;
 	a = job_attrs(rel);
+	relowner = rel->rd_rel->relowner;
 
 	/* A row moving from job_hot to job_done: let it through as it is. */
 	d = heap_getattr(tup, a->id, tupdesc, &isnull);
@@ -579,15 +773,13 @@ pg_jobs_job_before_insert(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("job input must be a JSON object")));
 
-	/* Registry lookups run as the table's owner. */
-	GetUserIdAndSecContext(&save_userid, &save_sec);
-	SetUserIdAndSecContext(rel->rd_rel->relowner,
-						   save_sec | SECURITY_LOCAL_USERID_CHANGE |
-						   SECURITY_RESTRICTED_OPERATION);
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "pg_jobs: SPI_connect failed");
-
-	if (!lookup_task_type(task_type, &info))
+	/*
+	 * Registry lookups and checks run as the table's owner, connected to SPI
+	 * only when a query is needed (usually none: the registry is cached).
+	 */
+	registry_prepare();
+	if (!lookup_task_type(task_type, &info, &connected, relowner,
+						  &save_userid, &save_sec))
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("unknown task type \"%s\"", task_type),
@@ -595,14 +787,18 @@ pg_jobs_job_before_insert(PG_FUNCTION_ARGS)
 	if (!info.tracked)
 	{
 		/* untracked types are ignored: store nothing */
-		SPI_finish();
-		SetUserIdAndSecContext(save_userid, save_sec);
+		if (connected)
+		{
+			SPI_finish();
+			SetUserIdAndSecContext(save_userid, save_sec);
+		}
 		return PointerGetDatum(NULL);
 	}
 
 	if (source == NULL)
 		source = "manual";
-	else if (!trigger_source_exists(source))
+	else if (!trigger_source_exists(source, &connected, relowner,
+									&save_userid, &save_sec))
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("unknown trigger source \"%s\"", source),
@@ -610,13 +806,14 @@ pg_jobs_job_before_insert(PG_FUNCTION_ARGS)
 
 	if (info.has_max_pending)
 	{
+		registry_connect(&connected, relowner, &save_userid, &save_sec);
 		PgJobsLockTaskType(task_type);
 		if (count_pending(task_type, info.max_pending) >= info.max_pending)
 			ereport(ERROR,
 					(errcode(ERRCODE_INSUFFICIENT_RESOURCES),
 					 errmsg_plural("task type \"%s\" already has %d pending job",
-									"task type \"%s\" already has %d pending jobs",
-									info.max_pending, task_type, info.max_pending),
+								   "task type \"%s\" already has %d pending jobs",
+								   info.max_pending, task_type, info.max_pending),
 					 errdetail("The task type allows at most %d pending jobs (max_pending).", info.max_pending),
 					 errhint("Retry later, when workers have caught up.")));
 	}
@@ -624,8 +821,10 @@ pg_jobs_job_before_insert(PG_FUNCTION_ARGS)
 	d = heap_getattr(tup, a->dedup_key, tupdesc, &isnull);
 	if (!isnull)
 	{
-		char	   *existing = inflight_duplicate(task_type, d);
+		char	   *existing;
 
+		registry_connect(&connected, relowner, &save_userid, &save_sec);
+		existing = inflight_duplicate(task_type, d);
 		if (existing != NULL)
 			ereport(ERROR,
 					(errcode(ERRCODE_UNIQUE_VIOLATION),
@@ -638,6 +837,7 @@ pg_jobs_job_before_insert(PG_FUNCTION_ARGS)
 	if (own_task_id)
 	{
 		d = heap_getattr(tup, a->task_id, tupdesc, &isnull);
+		registry_connect(&connected, relowner, &save_userid, &save_sec);
 		if (finished_task_id_exists(d))
 			ereport(ERROR,
 					(errcode(ERRCODE_UNIQUE_VIOLATION),
@@ -645,8 +845,11 @@ pg_jobs_job_before_insert(PG_FUNCTION_ARGS)
 					 errdetail("A finished job has this task id.")));
 	}
 
-	SPI_finish();
-	SetUserIdAndSecContext(save_userid, save_sec);
+	if (connected)
+	{
+		SPI_finish();
+		SetUserIdAndSecContext(save_userid, save_sec);
+	}
 
 	now = GetCurrentTimestamp();
 	d = heap_getattr(tup, a->run_at, tupdesc, &isnull);
@@ -673,7 +876,7 @@ pg_jobs_job_before_insert(PG_FUNCTION_ARGS)
 	if (!own_task_id)
 	{
 		cols[n] = a->task_id;
-		vals[n++] = generate_task_id();
+		vals[n++] = generate_task_id(now);
 	}
 	cols[n] = a->status;
 	vals[n++] = ObjectIdGetDatum(status_oids[JOB_PENDING]);

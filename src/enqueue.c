@@ -1,0 +1,271 @@
+/*-------------------------------------------------------------------------
+ *
+ * enqueue.c
+ *	  jobs.enqueue() and jobs.enqueue_many(): creating jobs.
+ *
+ * Both run one INSERT into jobs.job through a plan kept for the life of the
+ * backend, as the caller, so that privileges, row-level security and the
+ * lifecycle trigger (lifecycle.c) check the new jobs exactly as they check
+ * an INSERT a client writes itself.  Nothing is checked here that those do
+ * not already check.
+ *
+ * Being C rather than PL/pgSQL saves, per call, the PL/pgSQL interpreter and
+ * the search_path switch of a SET clause (every name below is
+ * schema-qualified, and the INSERT touches nothing found through the
+ * search_path), and per connection the loading and compiling of PL/pgSQL
+ * code.  The returned rows go straight from the INSERT's RETURNING into the
+ * result (a tuple, or the tuplestore of the set), without a copy in
+ * SPI's tuple table.
+ *
+ * IDENTIFICATION
+ *	  src/enqueue.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/htup_details.h"
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
+#include "executor/tuptable.h"
+#include "fmgr.h"
+#include "funcapi.h"
+#include "nodes/params.h"
+#include "tcop/dest.h"
+#include "utils/builtins.h"
+#include "utils/jsonb.h"
+#include "utils/tuplestore.h"
+
+#include "pg_jobs.h"
+
+PG_FUNCTION_INFO_V1(pg_jobs_enqueue);
+PG_FUNCTION_INFO_V1(pg_jobs_enqueue_many);
+
+#define ENQUEUE_NARGS		10
+#define ENQUEUE_MANY_NARGS	6
+
+static SPIPlanPtr enqueue_plan = NULL;
+static SPIPlanPtr enqueue_many_plan = NULL;
+
+/*
+ * Receives the RETURNING rows of the INSERT (all columns of jobs.job, in
+ * order) and stores them as rows of the function's result type: into a
+ * tuplestore, or, without one, as the single row of jobs.enqueue().  The
+ * result type lists dropped columns too, RETURNING * does not; those are
+ * filled with nulls.
+ */
+typedef struct JobDest
+{
+	DestReceiver pub;
+	TupleDesc	resultdesc;		/* jobs.job as the function returns it */
+	Tuplestorestate *tupstore;	/* the set, or NULL for a single row */
+	MemoryContext resultcxt;	/* where the single row is made */
+	HeapTuple	row;			/* the single row */
+	bool		remap;			/* result type has dropped columns */
+	Datum	   *values;
+	bool	   *nulls;
+} JobDest;
+
+static void
+jobdest_startup(DestReceiver *self, int operation, TupleDesc typeinfo)
+{
+	JobDest    *dest = (JobDest *) self;
+	int			live = 0;
+
+	for (int i = 0; i < dest->resultdesc->natts; i++)
+		if (!TupleDescAttr(dest->resultdesc, i)->attisdropped)
+			live++;
+	if (live != typeinfo->natts)
+		elog(ERROR, "pg_jobs: the INSERT returned %d columns, jobs.job has %d",
+			 typeinfo->natts, live);
+	dest->remap = (live != dest->resultdesc->natts);
+	if (dest->remap)
+	{
+		dest->values = palloc(sizeof(Datum) * dest->resultdesc->natts);
+		dest->nulls = palloc(sizeof(bool) * dest->resultdesc->natts);
+	}
+}
+
+static bool
+jobdest_receive(TupleTableSlot *slot, DestReceiver *self)
+{
+	JobDest    *dest = (JobDest *) self;
+	Datum	   *values;
+	bool	   *nulls;
+
+	slot_getallattrs(slot);
+	if (!dest->remap)
+	{
+		values = slot->tts_values;
+		nulls = slot->tts_isnull;
+	}
+	else
+	{
+		int			src = 0;
+
+		values = dest->values;
+		nulls = dest->nulls;
+		for (int i = 0; i < dest->resultdesc->natts; i++)
+		{
+			if (TupleDescAttr(dest->resultdesc, i)->attisdropped)
+			{
+				values[i] = (Datum) 0;
+				nulls[i] = true;
+				continue;
+			}
+			values[i] = slot->tts_values[src];
+			nulls[i] = slot->tts_isnull[src];
+			src++;
+		}
+	}
+
+	if (dest->tupstore != NULL)
+		tuplestore_putvalues(dest->tupstore, dest->resultdesc, values, nulls);
+	else
+	{
+		MemoryContext old = MemoryContextSwitchTo(dest->resultcxt);
+
+		if (dest->row != NULL)
+			elog(ERROR, "pg_jobs: one job expected, the INSERT returned more");
+		dest->row = heap_form_tuple(dest->resultdesc, values, nulls);
+		MemoryContextSwitchTo(old);
+	}
+	return true;
+}
+
+static void
+jobdest_shutdown(DestReceiver *self)
+{
+}
+
+static void
+jobdest_destroy(DestReceiver *self)
+{
+}
+
+static void
+jobdest_init(JobDest *dest, TupleDesc resultdesc, Tuplestorestate *tupstore)
+{
+	memset(dest, 0, sizeof(JobDest));
+	dest->pub.receiveSlot = jobdest_receive;
+	dest->pub.rStartup = jobdest_startup;
+	dest->pub.rShutdown = jobdest_shutdown;
+	dest->pub.rDestroy = jobdest_destroy;
+	dest->pub.mydest = DestNone;
+	dest->resultdesc = resultdesc;
+	dest->tupstore = tupstore;
+	dest->resultcxt = CurrentMemoryContext;
+}
+
+/*
+ * run_insert
+ *		Execute a kept INSERT ... RETURNING * with the function's arguments
+ *		as its parameters, sending the rows to dest.
+ *
+ * Caller must be connected to SPI.  Not read-only, so the INSERT sees a
+ * fresh snapshot and a read-only transaction refuses it (25006).
+ */
+static void
+run_insert(FunctionCallInfo fcinfo, SPIPlanPtr plan, const Oid *argtypes,
+		   int nargs, JobDest *dest)
+{
+	ParamListInfo params = makeParamList(nargs);
+	SPIExecuteOptions options;
+	int			ret;
+
+	for (int i = 0; i < nargs; i++)
+	{
+		ParamExternData *prm = &params->params[i];
+
+		prm->ptype = argtypes[i];
+		prm->pflags = PARAM_FLAG_CONST;
+		prm->isnull = PG_ARGISNULL(i);
+		prm->value = prm->isnull ? (Datum) 0 : PG_GETARG_DATUM(i);
+	}
+
+	memset(&options, 0, sizeof(options));
+	options.params = params;
+	options.read_only = false;
+	options.dest = (DestReceiver *) dest;
+	ret = SPI_execute_plan_extended(plan, &options);
+	if (ret != SPI_OK_INSERT_RETURNING)
+		elog(ERROR, "pg_jobs: enqueue failed: %s", SPI_result_code_string(ret));
+}
+
+/*
+ * pg_jobs_enqueue
+ *		jobs.enqueue(task_type, input, trigger_source, owner, priority,
+ *		run_at, dedup_key, depends_on, parent_id, task_id): the new job, or
+ *		NULL when the task type is not tracked.
+ */
+Datum
+pg_jobs_enqueue(PG_FUNCTION_ARGS)
+{
+	static const Oid argtypes[ENQUEUE_NARGS] = {
+		TEXTOID, JSONBOID, TEXTOID, NAMEOID, INT4OID, TIMESTAMPTZOID,
+		TEXTOID, INT8ARRAYOID, INT8OID, TEXTOID
+	};
+	TupleDesc	resultdesc;
+	JobDest		dest;
+
+	if (get_call_result_type(fcinfo, NULL, &resultdesc) != TYPEFUNC_COMPOSITE)
+		elog(ERROR, "pg_jobs: jobs.enqueue must return jobs.job");
+	jobdest_init(&dest, resultdesc, NULL);
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "pg_jobs: SPI_connect failed");
+	PgJobsPreparePlan(&enqueue_plan,
+					  "INSERT INTO jobs.job (task_type, input, trigger_source, owner, "
+					  "priority, run_at, dedup_key, depends_on, parent_id, task_id) "
+					  "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) "
+					  "RETURNING *",
+					  ENQUEUE_NARGS, (Oid *) argtypes);
+	run_insert(fcinfo, enqueue_plan, argtypes, ENQUEUE_NARGS, &dest);
+	SPI_finish();
+
+	if (dest.row == NULL)
+		PG_RETURN_NULL();		/* an untracked task type: nothing stored */
+	PG_RETURN_DATUM(HeapTupleGetDatum(dest.row));
+}
+
+/*
+ * pg_jobs_enqueue_many
+ *		jobs.enqueue_many(task_type, inputs, trigger_source, owner, priority,
+ *		run_at): one job per element of the JSON array inputs, in the order
+ *		of the array, created by one INSERT.
+ */
+Datum
+pg_jobs_enqueue_many(PG_FUNCTION_ARGS)
+{
+	static const Oid argtypes[ENQUEUE_MANY_NARGS] = {
+		TEXTOID, JSONBOID, TEXTOID, NAMEOID, INT4OID, TIMESTAMPTZOID
+	};
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	Jsonb	   *inputs = PG_ARGISNULL(1) ? NULL : PG_GETARG_JSONB_P(1);
+	JobDest		dest;
+
+	/* a scalar is stored as a one-element array marked scalar */
+	if (inputs == NULL || !JB_ROOT_IS_ARRAY(inputs) || JB_ROOT_IS_SCALAR(inputs))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("inputs must be a JSON array of job inputs")));
+
+	InitMaterializedSRF(fcinfo, 0);
+	jobdest_init(&dest, rsinfo->setDesc, rsinfo->setResult);
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "pg_jobs: SPI_connect failed");
+	PgJobsPreparePlan(&enqueue_many_plan,
+					  "INSERT INTO jobs.job (task_type, input, trigger_source, owner, "
+					  "priority, run_at) "
+					  "SELECT $1, e.value, $3, $4, $5, $6 "
+					  "FROM pg_catalog.jsonb_array_elements($2) "
+					  "WITH ORDINALITY AS e(value, n) "
+					  "ORDER BY e.n "
+					  "RETURNING *",
+					  ENQUEUE_MANY_NARGS, (Oid *) argtypes);
+	run_insert(fcinfo, enqueue_many_plan, argtypes, ENQUEUE_MANY_NARGS, &dest);
+	SPI_finish();
+
+	return (Datum) 0;
+}
