@@ -181,11 +181,14 @@ COMMENT ON COLUMN jobs.job.last_error IS 'The error of the last failed attempt o
 
 -- Every job passes through here once; vacuum it early and without pauses
 -- so the dead rows left by finished jobs are reclaimed and it stays small.
+-- No truncation: it would take an ACCESS EXCLUSIVE lock that stalls every
+-- claim and report while it scans, for space the next burst needs again.
 CREATE TABLE jobs.job_hot PARTITION OF jobs.job
     FOR VALUES IN ('pending', 'started')
     WITH (fillfactor = 70, autovacuum_vacuum_scale_factor = 0,
           autovacuum_vacuum_threshold = 5000, autovacuum_vacuum_cost_delay = 0,
-          autovacuum_vacuum_insert_scale_factor = 0, autovacuum_vacuum_insert_threshold = 5000);
+          autovacuum_vacuum_insert_scale_factor = 0, autovacuum_vacuum_insert_threshold = 5000,
+          vacuum_truncate = false);
 COMMENT ON TABLE jobs.job_hot IS 'Partition of jobs.job holding the pending and started jobs (internal).';
 
 CREATE UNIQUE INDEX job_hot_id ON jobs.job_hot (id);
@@ -735,6 +738,10 @@ CREATE FUNCTION jobs.claim(queue text DEFAULT 'default', max_jobs integer DEFAUL
     RETURNS SETOF jobs.job
     LANGUAGE plpgsql VOLATILE
     SET search_path = pg_catalog, pg_temp
+    -- Never a sort: read the head of the (queue, priority, id) index.  After
+    -- a burst of enqueues, statistics that still count few pending jobs would
+    -- otherwise make fetching and sorting all of them look cheaper.
+    SET enable_sort = off
 AS $fn$
 BEGIN
     IF queue IS NULL OR queue = '' THEN
@@ -752,7 +759,13 @@ BEGIN
     END IF;
 
     -- The candidates are chosen and locked once (a materialised CTE): a
-    -- LIMIT subquery joined to the UPDATE could be rescanned.  One job at a
+    -- LIMIT subquery joined to the UPDATE could be rescanned.  The UPDATE
+    -- takes their ids as an array, an index lookup by id whatever the
+    -- statistics say (as a join, stale statistics could make it loop over
+    -- every pending job for each claimed one); its status test names both
+    -- states of job_hot, so that it prunes to job_hot without implying the
+    -- partial indexes on pending jobs (read whole, they would be filtered by
+    -- id).  The CTE locked the rows as pending: they cannot change before.  One job at a
     -- time, the common case, uses a constant LIMIT so that its cached plan
     -- reads the head of the (queue, priority, id) index; for more, the
     -- statement is planned for the actual LIMIT each time (a generic plan
@@ -773,8 +786,7 @@ BEGIN
                worker = coalesce(claim.worker, 'external'),
                lease = claim.lease,
                lease_until = pg_catalog.now() + claim.lease
-          FROM n
-         WHERE j.id = n.id AND j.status = 'pending'
+         WHERE j.id = ANY (ARRAY(SELECT n.id FROM n)) AND j.status IN ('pending', 'started')
         RETURNING j.*;
     ELSE
         RETURN QUERY EXECUTE pg_catalog.format($q$
@@ -792,8 +804,7 @@ BEGIN
                worker = coalesce($2, 'external'),
                lease = $3,
                lease_until = pg_catalog.now() + $3
-          FROM n
-         WHERE j.id = n.id AND j.status = 'pending'
+         WHERE j.id = ANY (ARRAY(SELECT n.id FROM n)) AND j.status IN ('pending', 'started')
         RETURNING j.*$q$, max_jobs)
         USING claim.queue, claim.worker, claim.lease;
     END IF;
@@ -849,13 +860,15 @@ BEGIN
        FROM jobs.job j
       WHERE j.task_id = ANY (task_ids) AND j.status = 'started'
       ORDER BY j.id;
+    -- Looked up by task id (no join, whose order stale statistics could get
+    -- wrong); each job's result is found by its position in the array.
     RETURN QUERY
     UPDATE jobs.job j
        SET status = 'success',
            result = CASE WHEN pg_catalog.jsonb_typeof(results) = 'array'
-                         THEN results -> (t.n::integer - 1) ELSE results END
-      FROM pg_catalog.unnest(task_ids) WITH ORDINALITY AS t(task_id, n)
-     WHERE j.task_id = t.task_id AND j.status = 'started'
+                         THEN results -> (pg_catalog.array_position(task_ids, j.task_id) - 1)
+                         ELSE results END
+     WHERE j.task_id = ANY (task_ids) AND j.status = 'started'
     RETURNING j.*;
 END
 $fn$;

@@ -426,9 +426,9 @@ maybe_vacuum_hot(void)
 		pgstat_report_activity(STATE_RUNNING, "pg_jobs launcher: VACUUM jobs.job_hot");
 		if (extension_installed())
 		{
-			raw = raw_parser("VACUUM (INDEX_CLEANUP ON) jobs.job_hot", RAW_PARSE_DEFAULT);
+			raw = raw_parser("VACUUM (INDEX_CLEANUP ON, TRUNCATE OFF) jobs.job_hot", RAW_PARSE_DEFAULT);
 			pstate = make_parsestate(NULL);
-			pstate->p_sourcetext = "VACUUM (INDEX_CLEANUP ON) jobs.job_hot";
+			pstate->p_sourcetext = "VACUUM (INDEX_CLEANUP ON, TRUNCATE OFF) jobs.job_hot";
 			ExecVacuum(pstate, (VacuumStmt *) linitial_node(RawStmt, raw)->stmt, true);
 			PgJobsState->last_hot_vacuum = GetCurrentTimestamp();
 		}

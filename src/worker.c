@@ -397,6 +397,7 @@ claim_jobs(ClaimedJob *jobs, int max, long *sleep_ms)
 	int			n = 0;
 	bool		isnull;
 	volatile int ret = 0;
+	int			nest;
 
 	begin_xact("pg_jobs worker: claiming");
 	if (!OidIsValid(get_extension_oid("pg_jobs", true)))
@@ -413,7 +414,15 @@ claim_jobs(ClaimedJob *jobs, int max, long *sleep_ms)
 		/*
 		 * Always a custom plan: a generic one cannot see the LIMIT and may
 		 * sort the whole pending set instead of reading the head of the
-		 * (priority, id) index.
+		 * (priority, id) index.  The UPDATE takes the chosen ids as an
+		 * array, so it is an index lookup by id whatever the statistics
+		 * say: as a join with the CTE, stale statistics (few pending jobs
+		 * right after a burst of enqueues) made the planner loop over every
+		 * pending job once per claimed one.  Its status test names both
+		 * states of job_hot: it prunes to job_hot as well, but implies none
+		 * of the partial indexes on pending jobs, which the planner would
+		 * otherwise read whole and filter by id.  (The CTE has locked the
+		 * rows as pending; nobody can change them before the UPDATE.)
 		 */
 		SPIPlanPtr	p = SPI_prepare_cursor(
 								 "WITH n AS MATERIALIZED ("
@@ -425,9 +434,9 @@ claim_jobs(ClaimedJob *jobs, int max, long *sleep_ms)
 								 "  ORDER BY c.priority, c.id LIMIT $2 "
 								 "  FOR UPDATE OF c SKIP LOCKED) "
 								 "UPDATE jobs.job j SET status = 'started', worker = $1 "
-								 "FROM n, jobs.task_type t "
-								 "WHERE j.id OPERATOR(pg_catalog.=) n.id "
-								 "  AND j.status OPERATOR(pg_catalog.=) 'pending' "
+								 "FROM jobs.task_type t "
+								 "WHERE j.id OPERATOR(pg_catalog.=) ANY (ARRAY(SELECT n.id FROM n)) "
+								 "  AND j.status IN ('pending', 'started') "
 								 "  AND t.name OPERATOR(pg_catalog.=) j.task_type "
 								 "RETURNING j.id, j.task_id, j.priority, j, t.handler::pg_catalog.oid, "
 								 "  COALESCE(j.owner, t.run_as)::pg_catalog.text, "
@@ -448,6 +457,17 @@ claim_jobs(ClaimedJob *jobs, int max, long *sleep_ms)
 	 * serialization failure instead of skipping it: claim again, with a
 	 * new snapshot, in a subtransaction so that only the claim is undone.
 	 */
+	/*
+	 * No sort in a claim plan.  The only plan that scales is the ordered
+	 * scan of job_hot_next, reading as many entries as the batch needs;
+	 * but right after a burst of enqueues the statistics may still say
+	 * there are few pending jobs, and the planner then prefers to fetch
+	 * them all (say, by task type) and sort them: a second per claim on a
+	 * million jobs, until autovacuum analyzes job_hot.
+	 */
+	nest = NewGUCNestLevel();
+	(void) set_config_option("enable_sort", "off", PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
 	for (int tries = 0;; tries++)
 	{
 		MemoryContext cxt = CurrentMemoryContext;
@@ -480,6 +500,7 @@ claim_jobs(ClaimedJob *jobs, int max, long *sleep_ms)
 		if (!moved)
 			break;
 	}
+	AtEOXact_GUC(true, nest);
 	if (ret != SPI_OK_UPDATE_RETURNING)
 		elog(ERROR, "pg_jobs: claim failed: %s", SPI_result_code_string(ret));
 
@@ -911,7 +932,9 @@ cmp_success(const void *a, const void *b)
  * flush_successes
  *		Write the successes the optimistic path left in succ_*, with one
  *		statement, under the report lock of each job (ascending ids, as
- *		dependencies.c expects).  Returns false if not every job was still
+ *		dependencies.c expects).  The ids go in as a sorted array, looked up
+ *		by id (no join whose order stale statistics could get wrong), and
+ *		each job's result is found by binary search (width_bucket) in it.  Returns false if not every job was still
  *		started by this worker (a forced cancel or a plain UPDATE got there
  *		first) or if writing failed: the caller must then roll the whole
  *		transaction back, as the handlers' work of those jobs is in it.
@@ -965,9 +988,9 @@ flush_successes(void)
 		for (int i = 0; i < nsucc; i++)
 			PgJobsLockJob(DatumGetInt64(ids[i]));
 		ret = SPI_execute_plan(PgJobsPreparePlan(&plan,
-												 "UPDATE jobs.job j SET status = 'success', result = r.result "
-												 "FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2)) AS r(id, result) "
-												 "WHERE j.id OPERATOR(pg_catalog.=) r.id "
+												 "UPDATE jobs.job j SET status = 'success', "
+												 "  result = $2[pg_catalog.width_bucket(j.id, $1)] "
+												 "WHERE j.id OPERATOR(pg_catalog.=) ANY ($1) "
 												 "  AND j.status OPERATOR(pg_catalog.=) 'started' "
 												 "  AND j.worker OPERATOR(pg_catalog.=) $3",
 												 3, argtypes),
