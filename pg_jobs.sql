@@ -1878,7 +1878,11 @@ DECLARE
 BEGIN
     -- 'pg_j' 'summ' as the two halves of the key
     IF wait THEN
+        -- the run in progress may take longer than the lock_timeout meant
+        -- for partition locks: wait for it as long as it takes
+        PERFORM pg_catalog.set_config('lock_timeout', '0', true);
         PERFORM pg_catalog.pg_advisory_xact_lock(1886937898, 1937075565);
+        PERFORM pg_catalog.set_config('lock_timeout', '100ms', true);
     ELSIF NOT pg_catalog.pg_try_advisory_xact_lock(1886937898, 1937075565) THEN
         RETURN pg_catalog.jsonb_build_object('busy', true);
     END IF;
