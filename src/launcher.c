@@ -238,107 +238,105 @@ ensure_partitions(void)
 }
 
 /*
- * apply_retention
- *		Remove finished jobs past retention; returns whether work is left
- *		(a run removes a bounded number of rows).  Runs last in the round,
- *		so the short exclusive lock of a partition drop ends at the commit
- *		right after it.  In a subtransaction: an error (say, an extension
- *		version without jobs.apply_retention) is logged and undone, and the
- *		round's other work still commits.  Caller has SPI connected.
+ * select_in_subxact
+ *		Run a SELECT in a subtransaction,
+ *		so that an error (say, an extension version without the function)
+ *		is undone and the round's other work still commits.  Returns NULL on
+ *		success, with *result set to the first column when it is a true
+ *		boolean; else the error, in the caller's memory context.  Caller
+ *		has SPI connected.
  */
-static bool
-apply_retention(void)
+static ErrorData *
+select_in_subxact(const char *sql, bool *result)
 {
 	MemoryContext cxt = CurrentMemoryContext;
 	ResourceOwner owner = CurrentResourceOwner;
-	volatile bool more = false;
+	ErrorData  *volatile edata = NULL;
 
+	*result = false;
 	BeginInternalSubTransaction(NULL);
 	MemoryContextSwitchTo(cxt);
 	PG_TRY();
 	{
-		int			ret;
-		bool		isnull;
-		Datum		d;
+		int			ret = SPI_execute(sql, false, 0);
 
-		ret = SPI_execute("SELECT (jobs.apply_retention() OPERATOR(pg_catalog.->>) 'more')::boolean",
-						  false, 0);
-		if (ret != SPI_OK_SELECT || SPI_processed != 1)
-			elog(ERROR, "pg_jobs: apply_retention failed: %s",
-				 SPI_result_code_string(ret));
-		d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
-		more = !isnull && DatumGetBool(d);
+		if (ret != SPI_OK_SELECT)
+			elog(ERROR, "pg_jobs: \"%s\" failed: %s", sql, SPI_result_code_string(ret));
+		if (SPI_processed == 1 &&
+			SPI_gettypeid(SPI_tuptable->tupdesc, 1) == BOOLOID)
+		{
+			bool		isnull;
+			Datum		d = SPI_getbinval(SPI_tuptable->vals[0],
+										  SPI_tuptable->tupdesc, 1, &isnull);
+
+			*result = !isnull && DatumGetBool(d);
+		}
 		ReleaseCurrentSubTransaction();
-		MemoryContextSwitchTo(cxt);
-		CurrentResourceOwner = owner;
 	}
 	PG_CATCH();
 	{
-		ErrorData  *edata;
-
 		MemoryContextSwitchTo(cxt);
 		edata = CopyErrorData();
 		FlushErrorState();
 		RollbackAndReleaseCurrentSubTransaction();
-		MemoryContextSwitchTo(cxt);
-		CurrentResourceOwner = owner;
-		ereport(LOG,
-				(errmsg("pg_jobs: retention failed: %s", edata->message),
-				 errdetail("It is tried again in %d minutes.", RETENTION_INTERVAL_MS / 60000)));
-		FreeErrorData(edata);
-		more = false;
 	}
 	PG_END_TRY();
-	return more;
+	MemoryContextSwitchTo(cxt);
+	CurrentResourceOwner = owner;
+	return edata;
+}
+
+/*
+ * apply_retention
+ *		Remove finished jobs past retention; returns whether work is left
+ *		(a run removes a bounded number of rows).  Runs last in the round,
+ *		so the short exclusive lock of a partition drop ends at the commit
+ *		right after it.  An error is logged; the round's other work still
+ *		commits.  Caller has SPI connected.
+ */
+static bool
+apply_retention(void)
+{
+	bool		more;
+	ErrorData  *edata;
+
+	edata = select_in_subxact("SELECT (jobs.apply_retention() OPERATOR(pg_catalog.->>) 'more')::boolean",
+							  &more);
+	if (edata == NULL)
+		return more;
+	ereport(LOG,
+			(errmsg("pg_jobs: retention failed: %s", edata->message),
+			 errdetail("It is tried again in %d minutes.", RETENTION_INTERVAL_MS / 60000)));
+	FreeErrorData(edata);
+	return false;
 }
 
 /*
  * refresh_summaries
  *		Roll up the closed history days not yet rolled up (see
- *		jobs.refresh_summaries()); cheap when there is none.  In a
- *		subtransaction: an error is logged and undone, and the round's other
- *		work still commits.  Caller has SPI connected.
+ *		jobs.refresh_summaries()); cheap when there is none.  An error is
+ *		logged once until it works again; the round's other work still
+ *		commits.  Caller has SPI connected.
  */
 static void
 refresh_summaries(void)
 {
-	MemoryContext cxt = CurrentMemoryContext;
-	ResourceOwner owner = CurrentResourceOwner;
+	bool		ignored;
+	ErrorData  *edata;
 
-	BeginInternalSubTransaction(NULL);
-	MemoryContextSwitchTo(cxt);
-	PG_TRY();
+	edata = select_in_subxact("SELECT jobs.refresh_summaries(wait => false)", &ignored);
+	if (edata == NULL)
 	{
-		int			ret;
-
-		ret = SPI_execute("SELECT jobs.refresh_summaries(wait => false)", false, 0);
-		if (ret != SPI_OK_SELECT)
-			elog(ERROR, "pg_jobs: refresh_summaries failed: %s",
-				 SPI_result_code_string(ret));
-		ReleaseCurrentSubTransaction();
-		MemoryContextSwitchTo(cxt);
-		CurrentResourceOwner = owner;
 		warned_refresh = false;
+		return;
 	}
-	PG_CATCH();
-	{
-		ErrorData  *edata;
-
-		MemoryContextSwitchTo(cxt);
-		edata = CopyErrorData();
-		FlushErrorState();
-		RollbackAndReleaseCurrentSubTransaction();
-		MemoryContextSwitchTo(cxt);
-		CurrentResourceOwner = owner;
-		/* tried every round: say it once until it works again */
-		if (!warned_refresh)
-			ereport(LOG,
-					(errmsg("pg_jobs: rolling up the summaries failed: %s", edata->message),
-					 errdetail("It is tried again on every maintenance round; jobs.summary() reads the rows meanwhile.")));
-		warned_refresh = true;
-		FreeErrorData(edata);
-	}
-	PG_END_TRY();
+	/* tried every round: say it once until it works again */
+	if (!warned_refresh)
+		ereport(LOG,
+				(errmsg("pg_jobs: rolling up the summaries failed: %s", edata->message),
+				 errdetail("It is tried again on every maintenance round; jobs.summary() reads the rows meanwhile.")));
+	warned_refresh = true;
+	FreeErrorData(edata);
 }
 
 /*

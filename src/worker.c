@@ -382,6 +382,29 @@ end_xact(bool commit)
 }
 
 /*
+ * job_run_fields
+ *		Fill in what running a job needs from a claim's or a re-read's
+ *		result row, whose columns from `first` on are: the job row, the
+ *		handler, the role to run as, the timeout in ms, attempts and
+ *		max_attempts.  The row is copied into the current memory context.
+ */
+static void
+job_run_fields(ClaimedJob *job, HeapTuple tup, TupleDesc td, int first)
+{
+	bool		isnull;
+	Datum		d;
+
+	job->row = datumCopy(SPI_getbinval(tup, td, first, &isnull), false, -1);
+	d = SPI_getbinval(tup, td, first + 1, &isnull);
+	job->handler = isnull ? InvalidOid : DatumGetObjectId(d);
+	job->run_as = SPI_getvalue(tup, td, first + 2);
+	d = SPI_getbinval(tup, td, first + 3, &isnull);
+	job->timeout_ms = isnull ? 0 : DatumGetInt64(d);
+	job->attempts = DatumGetInt32(SPI_getbinval(tup, td, first + 4, &isnull));
+	job->max_attempts = DatumGetInt32(SPI_getbinval(tup, td, first + 5, &isnull));
+}
+
+/*
  * claim_jobs
  *		Transaction 1: claim up to max due jobs, in priority then FIFO order.
  *		Returns how many; when none, sets *sleep_ms to the time until the
@@ -513,19 +536,11 @@ claim_jobs(ClaimedJob *jobs, int max, long *sleep_ms)
 			HeapTuple	tup = SPI_tuptable->vals[i];
 			TupleDesc	td = SPI_tuptable->tupdesc;
 			ClaimedJob *job = &jobs[n++];
-			Datum		d;
 
 			job->id = DatumGetInt64(SPI_getbinval(tup, td, 1, &isnull));
 			job->task_id = SPI_getvalue(tup, td, 2);
 			job->priority = DatumGetInt16(SPI_getbinval(tup, td, 3, &isnull));
-			job->row = datumCopy(SPI_getbinval(tup, td, 4, &isnull), false, -1);
-			d = SPI_getbinval(tup, td, 5, &isnull);
-			job->handler = isnull ? InvalidOid : DatumGetObjectId(d);
-			job->run_as = SPI_getvalue(tup, td, 6);
-			d = SPI_getbinval(tup, td, 7, &isnull);
-			job->timeout_ms = isnull ? 0 : DatumGetInt64(d);
-			job->attempts = DatumGetInt32(SPI_getbinval(tup, td, 8, &isnull));
-			job->max_attempts = DatumGetInt32(SPI_getbinval(tup, td, 9, &isnull));
+			job_run_fields(job, tup, td, 4);
 		}
 		MemoryContextSwitchTo(old);
 		/* RETURNING has no order: run them in claim order */
@@ -662,10 +677,6 @@ refetch_job(ClaimedJob *job)
 	static SPIPlanPtr fetch_plan = NULL;
 	Oid			argtypes[2] = {INT8OID, TEXTOID};
 	Datum		args[2];
-	bool		isnull;
-	HeapTuple	tup;
-	TupleDesc	tupdesc;
-	Datum		d;
 
 	PgJobsPreparePlan(&fetch_plan,
 					  "SELECT j, t.handler::pg_catalog.oid, "
@@ -683,16 +694,7 @@ refetch_job(ClaimedJob *job)
 	if (SPI_processed == 0)
 		return false;
 
-	tup = SPI_tuptable->vals[0];
-	tupdesc = SPI_tuptable->tupdesc;
-	job->row = SPI_getbinval(tup, tupdesc, 1, &isnull);
-	d = SPI_getbinval(tup, tupdesc, 2, &isnull);
-	job->handler = isnull ? InvalidOid : DatumGetObjectId(d);
-	job->run_as = SPI_getvalue(tup, tupdesc, 3);
-	d = SPI_getbinval(tup, tupdesc, 4, &isnull);
-	job->timeout_ms = isnull ? 0 : DatumGetInt64(d);
-	job->attempts = DatumGetInt32(SPI_getbinval(tup, tupdesc, 5, &isnull));
-	job->max_attempts = DatumGetInt32(SPI_getbinval(tup, tupdesc, 6, &isnull));
+	job_run_fields(job, SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
 	return true;
 }
 
