@@ -193,13 +193,15 @@ COMMENT ON TABLE jobs.job_hot IS 'Partition of jobs.job holding the pending and 
 
 CREATE UNIQUE INDEX job_hot_id ON jobs.job_hot (id);
 CREATE UNIQUE INDEX job_hot_task_id ON jobs.job_hot (task_id);
--- One index for two lookups by task type: the in-flight job with a dedup key
--- (the uniqueness of the key; a NULL key never conflicts), and the pending
--- jobs that max_pending counts.  Started jobs without a key need no entry.
+-- The in-flight job with a dedup key (the uniqueness of the key); jobs
+-- without a key, most of them, need no entry.
 CREATE UNIQUE INDEX job_hot_dedup ON jobs.job_hot (task_type, dedup_key)
-    WHERE status = 'pending' OR dedup_key IS NOT NULL;
--- in-database workers take the next job of any queue; external claimers one queue
-CREATE INDEX job_hot_next ON jobs.job_hot (priority, id) WHERE status = 'pending';
+    WHERE dedup_key IS NOT NULL;
+-- In-database workers take the next job of the task types with a handler,
+-- read per type so that the pending jobs of other types are never stepped
+-- over; the same index counts a type's pending jobs for max_pending.
+-- External claimers take the next job of one queue.
+CREATE INDEX job_hot_type_next ON jobs.job_hot (task_type, priority, id) WHERE status = 'pending';
 CREATE INDEX job_hot_claim ON jobs.job_hot (queue, priority, id) WHERE status = 'pending';
 -- Indexes for the launcher's reconciliation.  Their predicates name lease_until
 -- and worker, so the per-job lookups by id (status = 'started' alone) can
@@ -742,6 +744,8 @@ CREATE FUNCTION jobs.claim(queue text DEFAULT 'default', max_jobs integer DEFAUL
     -- a burst of enqueues, statistics that still count few pending jobs would
     -- otherwise make fetching and sorting all of them look cheaper.
     SET enable_sort = off
+    -- a plan priced with disabled sorts would otherwise be JIT-compiled
+    SET jit = off
 AS $fn$
 BEGIN
     IF queue IS NULL OR queue = '' THEN

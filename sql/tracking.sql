@@ -135,7 +135,7 @@ BEGIN;
 SELECT queue, priority, trigger_source FROM jobs.enqueue('sanity_check', trigger_source => 'carrier_pigeon');
 ROLLBACK;
 
--- job_hot_dedup serves the dedup lookup and the max_pending count
+-- job_hot_dedup serves the dedup lookup, job_hot_type_next the max_pending count
 BEGIN;
 SET LOCAL enable_seqscan = off;
 SET LOCAL enable_bitmapscan = off;

@@ -7,7 +7,9 @@
 # job (a second per claim with a million pending jobs), and a claim could
 # sort the whole pending set.  The claims now hand the chosen ids to the
 # UPDATE as an array and plan without sorts; auto_explain shows the plans
-# the worker and jobs.claim() actually used.
+# the worker and jobs.claim() actually used.  Pending jobs of a type without
+# a handler (an external queue's backlog) are not in the worker's way: it
+# reads the handler types' own index ranges, also when idle.
 use strict;
 use warnings;
 use PostgreSQL::Test::Cluster;
@@ -68,7 +70,17 @@ is(scalar(grep { !/Index Cond: \(id = ANY/ } @plans), 0,
 	'every claim updates its jobs by an index lookup of their ids');
 is(scalar(grep { /Join Filter: \(\S+\.id = n\.id\)/ } @plans), 0,
 	'no claim loops over the pending jobs for each claimed one');
-is(scalar(grep { /\bSort\b/ } @plans), 0, 'no claim sorts the pending jobs');
+is(scalar(grep { /Sort Key: c\.priority/ } @plans), 0, 'no claim sorts the pending jobs');
+
+# The 20000 pending jobs of 'ext' (no handler) are never stepped over by the
+# worker: it reads each handler type's own range of job_hot_type_next, both
+# to claim and, once idle, to find the next delayed job.
+is(scalar(grep { !/Index Scan using job_hot_type_next on job_hot c\b[^\n]*\n\s+Index Cond: \(task_type = / } @worker),
+	0, 'the worker claims from each handler type\'s own index range');
+my @next = ($log =~ /(Query Text: SELECT pg_catalog\.ceil.*?)(?=\n\S)/gs);
+cmp_ok(scalar(@next), '>=', 1, 'auto_explain logged the idle worker\'s look for the next delayed job');
+is(scalar(grep { /Seq Scan on job_hot/ } @next), 0,
+	'the idle worker does not read other types\' pending jobs');
 
 $node->stop;
 done_testing();
