@@ -10,6 +10,19 @@ SET client_min_messages = warning;
 CREATE EXTENSION IF NOT EXISTS pg_jobs;
 RESET client_min_messages;
 \set VERBOSITY terse
+-- No workers while this file runs.  With the suite's two workers active in
+-- this database, the summary differed from the formula at a window's first
+-- day in about one run in six (never with workers off in 16 runs); that race
+-- is an open bug (see README, known limits), not what this file checks.
+ALTER SYSTEM SET pg_jobs.workers = 0;
+SELECT pg_reload_conf() AS reloaded;
+DO $$ BEGIN
+    FOR i IN 1..200 LOOP
+        EXIT WHEN NOT EXISTS (SELECT 1 FROM jobs._worker_slots());
+        PERFORM pg_sleep(0.05);
+    END LOOP;
+END $$;
+SELECT count(*) AS workers FROM jobs._worker_slots();
 CREATE OR REPLACE FUNCTION try(sql text) RETURNS text LANGUAGE plpgsql AS $$
 BEGIN
     EXECUTE sql;
@@ -263,4 +276,5 @@ WHERE NOT EXISTS (SELECT 1 FROM pg_class c WHERE c.oid = d.relid);
 SELECT * FROM check_everyone();
 SELECT r->'busy' AS busy FROM jobs.refresh_summaries(366) r;
 SELECT * FROM check_everyone();
-
+ALTER SYSTEM RESET pg_jobs.workers;
+SELECT pg_reload_conf() AS reloaded;
