@@ -106,23 +106,6 @@ PgJobsWaitingRunAt(void)
 	return (TimestampTz) (date2j(9999, 12, 31) - POSTGRES_EPOCH_JDATE) * USECS_PER_DAY;
 }
 
-static SPIPlanPtr
-keep_plan(SPIPlanPtr *plan, const char *sql, int nargs, Oid *argtypes)
-{
-	if (*plan == NULL)
-	{
-		SPIPlanPtr	p = SPI_prepare(sql, nargs, argtypes);
-
-		if (p == NULL)
-			elog(ERROR, "pg_jobs: SPI_prepare failed: %s",
-				 SPI_result_code_string(SPI_result));
-		if (SPI_keepplan(p) != 0)
-			elog(ERROR, "pg_jobs: SPI_keepplan failed");
-		*plan = p;
-	}
-	return *plan;
-}
-
 static int
 cmp_int64(const void *a, const void *b)
 {
@@ -213,10 +196,10 @@ PgJobsEnqueueDependencies(int64 job_id, Datum depends_on, TimestampTz run_at,
 		elog(ERROR, "pg_jobs: SPI_connect failed");
 
 	/* Which of them may the caller see?  Row-level security decides. */
-	keep_plan(&visible_plan,
-			  "SELECT pg_catalog.array_agg(j.id) FROM jobs.job j "
-			  "WHERE j.id OPERATOR(pg_catalog.=) ANY ($1)",
-			  1, argtypes);
+	PgJobsPreparePlan(&visible_plan,
+				  "SELECT pg_catalog.array_agg(j.id) FROM jobs.job j "
+				  "WHERE j.id OPERATOR(pg_catalog.=) ANY ($1)",
+				  1, argtypes);
 	args[0] = ids_datum(ids, n);
 	ret = SPI_execute_plan(visible_plan, args, NULL, false, 1);
 	if (ret != SPI_OK_SELECT)
@@ -252,11 +235,11 @@ PgJobsEnqueueDependencies(int64 job_id, Datum depends_on, TimestampTz run_at,
 	for (int i = 0; i < n; i++)
 		PgJobsLockJob(ids[i]);
 
-	keep_plan(&deps_status_plan,
-			  "SELECT j.id, j.status::text, j.task_id FROM jobs.job j "
-			  "WHERE j.id OPERATOR(pg_catalog.=) ANY ($1) "
-			  "ORDER BY j.id FOR KEY SHARE OF j",
-			  1, argtypes);
+	PgJobsPreparePlan(&deps_status_plan,
+				  "SELECT j.id, j.status::text, j.task_id FROM jobs.job j "
+				  "WHERE j.id OPERATOR(pg_catalog.=) ANY ($1) "
+				  "ORDER BY j.id FOR KEY SHARE OF j",
+				  1, argtypes);
 	ret = SPI_execute_plan(deps_status_plan, args, NULL, false, 0);
 	if (ret != SPI_OK_SELECT)
 		elog(ERROR, "pg_jobs: dependency lookup failed: %s",
@@ -290,10 +273,10 @@ PgJobsEnqueueDependencies(int64 job_id, Datum depends_on, TimestampTz run_at,
 
 	if (nwaiting > 0)
 	{
-		keep_plan(&edge_insert_plan,
-				  "INSERT INTO jobs.job_dependency (job_id, depends_on_id, run_at) "
-				  "SELECT $2, d, $3 FROM pg_catalog.unnest($1) AS d",
-				  3, argtypes);
+		PgJobsPreparePlan(&edge_insert_plan,
+					  "INSERT INTO jobs.job_dependency (job_id, depends_on_id, run_at) "
+					  "SELECT $2, d, $3 FROM pg_catalog.unnest($1) AS d",
+					  3, argtypes);
 		args[0] = ids_datum(waiting, nwaiting);
 		args[1] = Int64GetDatum(job_id);
 		args[2] = TimestampTzGetDatum(run_at);
@@ -326,9 +309,9 @@ PgJobsCheckParent(int64 job_id, int64 parent_id)
 				 errmsg("job %lld cannot be its own parent", (long long) job_id)));
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "pg_jobs: SPI_connect failed");
-	keep_plan(&parent_plan,
-			  "SELECT 1 FROM jobs.job j WHERE j.id OPERATOR(pg_catalog.=) $1",
-			  1, argtypes);
+	PgJobsPreparePlan(&parent_plan,
+				  "SELECT 1 FROM jobs.job j WHERE j.id OPERATOR(pg_catalog.=) $1",
+				  1, argtypes);
 	args[0] = Int64GetDatum(parent_id);
 	ret = SPI_execute_plan(parent_plan, args, NULL, false, 1);
 	if (ret != SPI_OK_SELECT)
@@ -441,12 +424,12 @@ pg_jobs_job_finished(PG_FUNCTION_ARGS)
 	 * waiting) and take the rows of the jobs waiting for it.  Without
 	 * dependencies either way this is one index probe.
 	 */
-	keep_plan(&finished_plan,
-			  "DELETE FROM jobs.job_dependency d "
-			  "WHERE d.depends_on_id OPERATOR(pg_catalog.=) $1 "
-			  "   OR d.job_id OPERATOR(pg_catalog.=) $2 "
-			  "RETURNING d.job_id, d.run_at, d.depends_on_id",
-			  2, argtypes);
+	PgJobsPreparePlan(&finished_plan,
+				  "DELETE FROM jobs.job_dependency d "
+				  "WHERE d.depends_on_id OPERATOR(pg_catalog.=) $1 "
+				  "   OR d.job_id OPERATOR(pg_catalog.=) $2 "
+				  "RETURNING d.job_id, d.run_at, d.depends_on_id",
+				  2, argtypes);
 	args[0] = Int64GetDatum(job_id);
 	args[1] = Int64GetDatum(job_id);
 	nulls[1] = has_deps ? ' ' : 'n';
@@ -493,14 +476,14 @@ pg_jobs_job_finished(PG_FUNCTION_ARGS)
 			Oid			types[2] = {INT8OID, TIMESTAMPTZOID};
 
 			/* a new snapshot: sees the deletes of dependencies finished before */
-			keep_plan(&release_plan,
-					  "UPDATE jobs.job j SET run_at = $2 "
-					  "WHERE j.id OPERATOR(pg_catalog.=) $1 "
-					  "  AND j.status OPERATOR(pg_catalog.=) 'pending' "
-					  "  AND j.run_at OPERATOR(pg_catalog.=) " PGJOBS_WAITING_RUN_AT_SQL " "
-					  "  AND NOT EXISTS (SELECT 1 FROM jobs.job_dependency d "
-					  "                  WHERE d.job_id OPERATOR(pg_catalog.=) $1)",
-					  2, types);
+			PgJobsPreparePlan(&release_plan,
+						  "UPDATE jobs.job j SET run_at = $2 "
+						  "WHERE j.id OPERATOR(pg_catalog.=) $1 "
+						  "  AND j.status OPERATOR(pg_catalog.=) 'pending' "
+						  "  AND j.run_at OPERATOR(pg_catalog.=) " PGJOBS_WAITING_RUN_AT_SQL " "
+						  "  AND NOT EXISTS (SELECT 1 FROM jobs.job_dependency d "
+						  "                  WHERE d.job_id OPERATOR(pg_catalog.=) $1)",
+						  2, types);
 			args[1] = TimestampTzGetDatum(run_ats[i]);
 			ret = SPI_execute_plan(release_plan, args, nulls, false, 0);
 			if (ret != SPI_OK_UPDATE)
@@ -519,14 +502,14 @@ pg_jobs_job_finished(PG_FUNCTION_ARGS)
 										  strcmp(status, "failure") == 0 ?
 										  "failed" : "was revoked");
 
-			keep_plan(&revoke_plan,
-					  "UPDATE jobs.job j SET status = 'revoked', run_at = $5, "
-					  "  result = pg_catalog.jsonb_build_object("
-					  "    'reason', $3, 'dependency', $2, "
-					  "    'dependency_task_id', $4) "
-					  "WHERE j.id OPERATOR(pg_catalog.=) $1 "
-					  "  AND j.status OPERATOR(pg_catalog.=) 'pending'",
-					  5, argtypes);
+			PgJobsPreparePlan(&revoke_plan,
+						  "UPDATE jobs.job j SET status = 'revoked', run_at = $5, "
+						  "  result = pg_catalog.jsonb_build_object("
+						  "    'reason', $3, 'dependency', $2, "
+						  "    'dependency_task_id', $4) "
+						  "WHERE j.id OPERATOR(pg_catalog.=) $1 "
+						  "  AND j.status OPERATOR(pg_catalog.=) 'pending'",
+						  5, argtypes);
 			args[1] = Int64GetDatum(job_id);
 			args[2] = CStringGetTextDatum(reason);
 			args[3] = CStringGetTextDatum(task_id);
