@@ -555,7 +555,7 @@ COMMENT ON FUNCTION jobs.enqueue_many(text, jsonb, text, name, integer, timestam
  * compare-and-set on the in-flight states, and the trigger enforces the
  * transition matrix.
  */
-CREATE FUNCTION jobs._report(p_task_id text, p_status jobs.status, p_result jsonb)
+CREATE FUNCTION jobs._report_checked(p_task_id text, p_status jobs.status, p_result jsonb)
     RETURNS jobs.job
     LANGUAGE plpgsql VOLATILE
     SET search_path = pg_catalog, pg_temp
@@ -608,25 +608,30 @@ BEGIN
 END
 $fn$;
 
+/*
+ * The report functions run the common case in C (src/report.c): the lookup,
+ * the report lock and the UPDATE of _report_checked() above, through kept
+ * plans, as the caller; when that changes nothing, _report_checked() runs
+ * and answers.
+ */
+CREATE FUNCTION jobs._report(task_id text, status jobs.status, result jsonb)
+    RETURNS jobs.job
+    LANGUAGE c VOLATILE
+    AS 'MODULE_PATHNAME', 'pg_jobs_report';
+COMMENT ON FUNCTION jobs._report_checked(text, jobs.status, jsonb) IS
+    'Reports a state change of a job, or raises why it cannot happen (internal; jobs._report() hands it the calls that change nothing).';
+COMMENT ON FUNCTION jobs._report(text, jobs.status, jsonb) IS
+    'Reports a state change of a job (internal; the report functions call it).';
+
 CREATE FUNCTION jobs.start(task_id text) RETURNS jobs.job
-    LANGUAGE plpgsql VOLATILE
-    SET search_path = pg_catalog, pg_temp
-AS $fn$
-BEGIN
-    RETURN jobs._report(start.task_id, 'started', NULL);
-END
-$fn$;
+    LANGUAGE c VOLATILE
+    AS 'MODULE_PATHNAME', 'pg_jobs_start';
 COMMENT ON FUNCTION jobs.start(text) IS
     'Reports that a job has started (pending -> started). A repeated report changes nothing.';
 
 CREATE FUNCTION jobs.succeed(task_id text, result jsonb DEFAULT NULL) RETURNS jobs.job
-    LANGUAGE plpgsql VOLATILE
-    SET search_path = pg_catalog, pg_temp
-AS $fn$
-BEGIN
-    RETURN jobs._report(succeed.task_id, 'success', succeed.result);
-END
-$fn$;
+    LANGUAGE c VOLATILE
+    AS 'MODULE_PATHNAME', 'pg_jobs_succeed';
 COMMENT ON FUNCTION jobs.succeed(text, jsonb) IS
     'Reports success with a result. A result with duplicate_of is recorded as a failure; on a failed job it changes nothing.';
 
@@ -647,13 +652,8 @@ COMMENT ON FUNCTION jobs.fail(text, text, text, text) IS
     'Reports failure; the result becomes {"error_type","error_message","traceback"} with the traceback cut to 5000 characters.';
 
 CREATE FUNCTION jobs.revoke(task_id text) RETURNS jobs.job
-    LANGUAGE plpgsql VOLATILE
-    SET search_path = pg_catalog, pg_temp
-AS $fn$
-BEGIN
-    RETURN jobs._report(revoke.task_id, 'revoked', NULL);
-END
-$fn$;
+    LANGUAGE c VOLATILE
+    AS 'MODULE_PATHNAME', 'pg_jobs_revoke';
 COMMENT ON FUNCTION jobs.revoke(text) IS 'Reports that a pending or started job was revoked.';
 
 GRANT EXECUTE ON FUNCTION
@@ -661,7 +661,7 @@ GRANT EXECUTE ON FUNCTION
                             integer, interval, integer, text, jsonb, name),
     jobs.enqueue(text, jsonb, text, name, integer, timestamptz, text, bigint[], bigint, text),
     jobs.enqueue_many(text, jsonb, text, name, integer, timestamptz),
-    jobs._report(text, jobs.status, jsonb),
+    jobs._report(text, jobs.status, jsonb), jobs._report_checked(text, jobs.status, jsonb),
     jobs.start(text), jobs.succeed(text, jsonb), jobs.fail(text, text, text, text),
     jobs.revoke(text)
     TO PUBLIC;

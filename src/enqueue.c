@@ -48,116 +48,6 @@ static SPIPlanPtr enqueue_plan = NULL;
 static SPIPlanPtr enqueue_many_plan = NULL;
 
 /*
- * Receives the RETURNING rows of the INSERT (all columns of jobs.job, in
- * order) and stores them as rows of the function's result type: into a
- * tuplestore, or, without one, as the single row of jobs.enqueue().  The
- * result type lists dropped columns too, RETURNING * does not; those are
- * filled with nulls.
- */
-typedef struct JobDest
-{
-	DestReceiver pub;
-	TupleDesc	resultdesc;		/* jobs.job as the function returns it */
-	Tuplestorestate *tupstore;	/* the set, or NULL for a single row */
-	MemoryContext resultcxt;	/* where the single row is made */
-	HeapTuple	row;			/* the single row */
-	bool		remap;			/* result type has dropped columns */
-	Datum	   *values;
-	bool	   *nulls;
-} JobDest;
-
-static void
-jobdest_startup(DestReceiver *self, int operation, TupleDesc typeinfo)
-{
-	JobDest    *dest = (JobDest *) self;
-	int			live = 0;
-
-	for (int i = 0; i < dest->resultdesc->natts; i++)
-		if (!TupleDescAttr(dest->resultdesc, i)->attisdropped)
-			live++;
-	if (live != typeinfo->natts)
-		elog(ERROR, "pg_jobs: the INSERT returned %d columns, jobs.job has %d",
-			 typeinfo->natts, live);
-	dest->remap = (live != dest->resultdesc->natts);
-	if (dest->remap)
-	{
-		dest->values = palloc(sizeof(Datum) * dest->resultdesc->natts);
-		dest->nulls = palloc(sizeof(bool) * dest->resultdesc->natts);
-	}
-}
-
-static bool
-jobdest_receive(TupleTableSlot *slot, DestReceiver *self)
-{
-	JobDest    *dest = (JobDest *) self;
-	Datum	   *values;
-	bool	   *nulls;
-
-	slot_getallattrs(slot);
-	if (!dest->remap)
-	{
-		values = slot->tts_values;
-		nulls = slot->tts_isnull;
-	}
-	else
-	{
-		int			src = 0;
-
-		values = dest->values;
-		nulls = dest->nulls;
-		for (int i = 0; i < dest->resultdesc->natts; i++)
-		{
-			if (TupleDescAttr(dest->resultdesc, i)->attisdropped)
-			{
-				values[i] = (Datum) 0;
-				nulls[i] = true;
-				continue;
-			}
-			values[i] = slot->tts_values[src];
-			nulls[i] = slot->tts_isnull[src];
-			src++;
-		}
-	}
-
-	if (dest->tupstore != NULL)
-		tuplestore_putvalues(dest->tupstore, dest->resultdesc, values, nulls);
-	else
-	{
-		MemoryContext old = MemoryContextSwitchTo(dest->resultcxt);
-
-		if (dest->row != NULL)
-			elog(ERROR, "pg_jobs: one job expected, the INSERT returned more");
-		dest->row = heap_form_tuple(dest->resultdesc, values, nulls);
-		MemoryContextSwitchTo(old);
-	}
-	return true;
-}
-
-static void
-jobdest_shutdown(DestReceiver *self)
-{
-}
-
-static void
-jobdest_destroy(DestReceiver *self)
-{
-}
-
-static void
-jobdest_init(JobDest *dest, TupleDesc resultdesc, Tuplestorestate *tupstore)
-{
-	memset(dest, 0, sizeof(JobDest));
-	dest->pub.receiveSlot = jobdest_receive;
-	dest->pub.rStartup = jobdest_startup;
-	dest->pub.rShutdown = jobdest_shutdown;
-	dest->pub.rDestroy = jobdest_destroy;
-	dest->pub.mydest = DestNone;
-	dest->resultdesc = resultdesc;
-	dest->tupstore = tupstore;
-	dest->resultcxt = CurrentMemoryContext;
-}
-
-/*
  * run_insert
  *		Execute a kept INSERT ... RETURNING * with the function's arguments
  *		as its parameters, sending the rows to dest.
@@ -167,27 +57,20 @@ jobdest_init(JobDest *dest, TupleDesc resultdesc, Tuplestorestate *tupstore)
  */
 static void
 run_insert(FunctionCallInfo fcinfo, SPIPlanPtr plan, const Oid *argtypes,
-		   int nargs, JobDest *dest)
+		   int nargs, PgJobsJobDest *dest)
 {
-	ParamListInfo params = makeParamList(nargs);
-	SPIExecuteOptions options;
+	Datum		values[ENQUEUE_NARGS];
+	bool		nulls[ENQUEUE_NARGS];
 	int			ret;
 
+	Assert(nargs <= ENQUEUE_NARGS);
 	for (int i = 0; i < nargs; i++)
 	{
-		ParamExternData *prm = &params->params[i];
-
-		prm->ptype = argtypes[i];
-		prm->pflags = PARAM_FLAG_CONST;
-		prm->isnull = PG_ARGISNULL(i);
-		prm->value = prm->isnull ? (Datum) 0 : PG_GETARG_DATUM(i);
+		nulls[i] = PG_ARGISNULL(i);
+		values[i] = nulls[i] ? (Datum) 0 : PG_GETARG_DATUM(i);
 	}
-
-	memset(&options, 0, sizeof(options));
-	options.params = params;
-	options.read_only = false;
-	options.dest = (DestReceiver *) dest;
-	ret = SPI_execute_plan_extended(plan, &options);
+	ret = PgJobsExecuteToDest(plan, nargs, argtypes, values, nulls,
+							  (DestReceiver *) dest);
 	if (ret != SPI_OK_INSERT_RETURNING)
 		elog(ERROR, "pg_jobs: enqueue failed: %s", SPI_result_code_string(ret));
 }
@@ -206,11 +89,11 @@ pg_jobs_enqueue(PG_FUNCTION_ARGS)
 		TEXTOID, INT8ARRAYOID, INT8OID, TEXTOID
 	};
 	TupleDesc	resultdesc;
-	JobDest		dest;
+	PgJobsJobDest dest;
 
 	if (get_call_result_type(fcinfo, NULL, &resultdesc) != TYPEFUNC_COMPOSITE)
 		elog(ERROR, "pg_jobs: jobs.enqueue must return jobs.job");
-	jobdest_init(&dest, resultdesc, NULL);
+	PgJobsJobDestInit(&dest, resultdesc, NULL);
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "pg_jobs: SPI_connect failed");
@@ -242,7 +125,7 @@ pg_jobs_enqueue_many(PG_FUNCTION_ARGS)
 	};
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
 	Jsonb	   *inputs = PG_ARGISNULL(1) ? NULL : PG_GETARG_JSONB_P(1);
-	JobDest		dest;
+	PgJobsJobDest dest;
 
 	/* a scalar is stored as a one-element array marked scalar */
 	if (inputs == NULL || !JB_ROOT_IS_ARRAY(inputs) || JB_ROOT_IS_SCALAR(inputs))
@@ -251,7 +134,7 @@ pg_jobs_enqueue_many(PG_FUNCTION_ARGS)
 				 errmsg("inputs must be a JSON array of job inputs")));
 
 	InitMaterializedSRF(fcinfo, 0);
-	jobdest_init(&dest, rsinfo->setDesc, rsinfo->setResult);
+	PgJobsJobDestInit(&dest, rsinfo->setDesc, rsinfo->setResult);
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "pg_jobs: SPI_connect failed");

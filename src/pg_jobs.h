@@ -20,6 +20,8 @@
 #include "utils/timestamp.h"
 #include "datatype/timestamp.h"
 #include "utils/jsonb.h"
+#include "utils/tuplestore.h"
+#include "tcop/dest.h"
 
 /* SQLSTATEs of our own; PostgREST maps PTxyz to HTTP status xyz. */
 #define ERRCODE_PGJOBS_NOT_FOUND	MAKE_SQLSTATE('P','T','4','0','4')
@@ -63,6 +65,25 @@ extern int	pg_jobs_hot_vacuum_threshold;
 /* util.c */
 extern SPIPlanPtr PgJobsPreparePlan(SPIPlanPtr *plan, const char *sql,
 									int nargs, Oid *argtypes);
+
+/* receives jobs.job rows as the rows of a function's result (util.c) */
+typedef struct PgJobsJobDest
+{
+	DestReceiver pub;
+	TupleDesc	resultdesc;		/* jobs.job as the function returns it */
+	Tuplestorestate *tupstore;	/* the set, or NULL for a single row */
+	MemoryContext resultcxt;	/* where the single row is made */
+	HeapTuple	row;			/* the single row */
+	bool		remap;			/* result type has dropped columns */
+	Datum	   *values;
+	bool	   *nulls;
+} PgJobsJobDest;
+
+extern void PgJobsJobDestInit(PgJobsJobDest *dest, TupleDesc resultdesc,
+							  Tuplestorestate *tupstore);
+extern int	PgJobsExecuteToDest(SPIPlanPtr plan, int nargs, const Oid *argtypes,
+								const Datum *values, const bool *nulls,
+								DestReceiver *dest);
 
 /* lifecycle.c */
 extern const char *JobStatusName(JobStatus s);
