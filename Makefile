@@ -5,7 +5,8 @@ EXTVERSION  = 0.1.0
 MODULE_big  = pg_jobs
 OBJS        = src/pg_jobs.o src/access.o src/lifecycle.o src/shmem.o \
               src/launcher.o src/worker.o src/logs.o src/util.o \
-              src/dependencies.o src/summary.o src/enqueue.o src/report.o
+              src/dependencies.o src/summary.o src/enqueue.o src/report.o \
+              src/privilege.o
 
 DATA_built  = $(EXTENSION)--$(EXTVERSION).sql
 EXTRA_CLEAN = $(EXTENSION)--$(EXTVERSION).sql src/errnames.h
