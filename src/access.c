@@ -33,6 +33,7 @@
 #include "utils/builtins.h"
 
 #include "pg_jobs.h"
+#include "privilege.h"
 
 PG_FUNCTION_INFO_V1(pg_jobs_is_admin);
 PG_FUNCTION_INFO_V1(pg_jobs_visible);
@@ -71,6 +72,45 @@ PgJobsMayActFor(Oid roleid, const char *owner)
 		return false;
 	ownerid = get_role_oid(owner, true);
 	return OidIsValid(ownerid) && is_member_of_role(roleid, ownerid);
+}
+
+/*
+ * PgJobsMayRunAs
+ *		May roleid put work in a position to run as role target (a job's
+ *		owner, a task type's run_as, a handler's owner vouching for it)?
+ *
+ * Admin rights (jobs_admin) reach every role but the privileged ones
+ * (privilege.c): a job runs as one of those only if a superuser or a
+ * member of that role arranged it.
+ */
+bool
+PgJobsMayRunAs(Oid roleid, Oid target)
+{
+	if (superuser_arg(roleid) || roleid == target)
+		return true;
+	if (!PgJobsRoleIsPrivileged(target))
+		return true;
+	return is_member_of_role(roleid, target);
+}
+
+/*
+ * PgJobsCheckRunAs
+ *		Raise 42501 unless the current user may make a job run as the role
+ *		named role_name (see PgJobsMayRunAs); what names what the role is
+ *		for ("own a job", "run the handlers of task type ...").
+ */
+void
+PgJobsCheckRunAs(const char *role_name, const char *what)
+{
+	Oid			target = get_role_oid(role_name, true);
+
+	if (OidIsValid(target) && !PgJobsMayRunAs(GetUserId(), target))
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("permission denied to make role \"%s\" %s", role_name, what),
+				 errdetail("Role \"%s\" is a superuser or can become one (CREATEROLE, or the privileges of pg_execute_server_program, pg_write_server_files or pg_read_server_files).",
+						   role_name),
+				 errhint("Only a superuser, or a member of that role, may make work run as it.")));
 }
 
 Datum

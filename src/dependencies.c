@@ -84,6 +84,7 @@
 #include "utils/timestamp.h"
 
 #include "pg_jobs.h"
+#include "privilege.h"
 
 PG_FUNCTION_INFO_V1(pg_jobs_job_finished);
 
@@ -181,8 +182,7 @@ PgJobsEnqueueDependencies(int64 job_id, Datum depends_on, TimestampTz run_at,
 	Oid			argtypes[3] = {INT8ARRAYOID, INT8OID, TIMESTAMPTZOID};
 	Datum		args[3];
 	int			ret;
-	Oid			save_userid;
-	int			save_sec;
+	PgJobsRunAs ra;
 
 	if (n == 0)
 		return false;
@@ -228,15 +228,13 @@ PgJobsEnqueueDependencies(int64 job_id, Datum depends_on, TimestampTz run_at,
 	 * As the table owner: lock each dependency against a concurrent finish,
 	 * then read their status afresh (see the locking protocol above).
 	 */
-	GetUserIdAndSecContext(&save_userid, &save_sec);
-	SetUserIdAndSecContext(owner, save_sec | SECURITY_LOCAL_USERID_CHANGE |
-						   SECURITY_RESTRICTED_OPERATION);
+	PgJobsBecome(&ra, owner, NULL);
 
 	for (int i = 0; i < n; i++)
 		PgJobsLockJob(ids[i]);
 
 	PgJobsPreparePlan(&deps_status_plan,
-				  "SELECT j.id, j.status::text, j.task_id FROM jobs.job j "
+				  "SELECT j.id, j.status::pg_catalog.text, j.task_id FROM jobs.job j "
 				  "WHERE j.id OPERATOR(pg_catalog.=) ANY ($1) "
 				  "ORDER BY j.id FOR KEY SHARE OF j",
 				  1, argtypes);
@@ -286,7 +284,7 @@ PgJobsEnqueueDependencies(int64 job_id, Datum depends_on, TimestampTz run_at,
 				 SPI_result_code_string(ret));
 	}
 
-	SetUserIdAndSecContext(save_userid, save_sec);
+	PgJobsRestore(&ra);
 	SPI_finish();
 	return nwaiting > 0;
 }
@@ -384,8 +382,7 @@ pg_jobs_job_finished(PG_FUNCTION_ARGS)
 	int64	   *dependents;
 	TimestampTz *run_ats;
 	int			ndependents = 0;
-	Oid			save_userid;
-	int			save_sec;
+	PgJobsRunAs ra;
 	bool		woke = false;
 
 	if (!CALLED_AS_TRIGGER(fcinfo) ||
@@ -412,10 +409,7 @@ pg_jobs_job_finished(PG_FUNCTION_ARGS)
 	status = SPI_getvalue(tup, tupdesc, SPI_fnumber(tupdesc, "status"));
 	task_id = SPI_getvalue(tup, tupdesc, SPI_fnumber(tupdesc, "task_id"));
 
-	GetUserIdAndSecContext(&save_userid, &save_sec);
-	SetUserIdAndSecContext(rel->rd_rel->relowner,
-						   save_sec | SECURITY_LOCAL_USERID_CHANGE |
-						   SECURITY_RESTRICTED_OPERATION);
+	PgJobsBecome(&ra, rel->rd_rel->relowner, NULL);
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "pg_jobs: SPI_connect failed");
 
@@ -503,7 +497,7 @@ pg_jobs_job_finished(PG_FUNCTION_ARGS)
 										  "failed" : "was revoked");
 
 			PgJobsPreparePlan(&revoke_plan,
-						  "UPDATE jobs.job j SET status = 'revoked', run_at = $5, "
+						  "UPDATE jobs.job j SET status = 'revoked'::jobs.status, run_at = $5, "
 						  "  result = pg_catalog.jsonb_build_object("
 						  "    'reason', $3, 'dependency', $2, "
 						  "    'dependency_task_id', $4) "
@@ -522,6 +516,6 @@ pg_jobs_job_finished(PG_FUNCTION_ARGS)
 	}
 
 	SPI_finish();
-	SetUserIdAndSecContext(save_userid, save_sec);
+	PgJobsRestore(&ra);
 	return PointerGetDatum(NULL);
 }

@@ -58,6 +58,7 @@
 #include "utils/timestamp.h"
 
 #include "pg_jobs.h"
+#include "privilege.h"
 
 #define PARTITION_INTERVAL_MS	(3600 * 1000)
 #define RETENTION_INTERVAL_MS	(600 * 1000)
@@ -169,7 +170,7 @@ reconcile(void)
 
 	ret = SPI_execute("SELECT id, worker, false FROM jobs.job_hot "
 					  "WHERE status OPERATOR(pg_catalog.=) 'started' "
-					  "  AND worker LIKE '" PGJOBS_WORKER_PREFIX "%' "
+					  "  AND worker OPERATOR(pg_catalog.~~) '" PGJOBS_WORKER_PREFIX "%' "
 					  "UNION ALL "
 					  "SELECT id, worker, true FROM jobs.job_hot "
 					  "WHERE status OPERATOR(pg_catalog.=) 'started' "
@@ -300,7 +301,7 @@ apply_retention(void)
 	bool		more;
 	ErrorData  *edata;
 
-	edata = select_in_subxact("SELECT (jobs.apply_retention() OPERATOR(pg_catalog.->>) 'more')::boolean",
+	edata = select_in_subxact("SELECT (jobs.apply_retention() OPERATOR(pg_catalog.->>) 'more')::pg_catalog.bool",
 							  &more);
 	if (edata == NULL)
 		return more;
@@ -348,9 +349,13 @@ refresh_summaries(void)
 static void
 maintain_xact(bool *partitions_due, bool *retention_due)
 {
+	int			nest;
+
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
 	SPI_connect();
+	/* every statement of the round under the pinned path (privilege.c) */
+	nest = PgJobsPinSearchPath();
 	PushActiveSnapshot(GetTransactionSnapshot());
 	pgstat_report_activity(STATE_RUNNING, "pg_jobs launcher: maintenance");
 
@@ -380,6 +385,7 @@ maintain_xact(bool *partitions_due, bool *retention_due)
 	}
 
 	SPI_finish();
+	PgJobsUnpinSearchPath(nest);
 	PopActiveSnapshot();
 	CommitTransactionCommand();
 	pgstat_report_stat(true);

@@ -65,6 +65,7 @@
 #include "access/xact.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_enum.h"
+#include "catalog/pg_proc.h"
 #include "catalog/pg_type.h"
 #include "commands/trigger.h"
 #include "executor/spi.h"
@@ -73,16 +74,19 @@
 #include "storage/proc.h"
 #include "utils/hsearch.h"
 #include "utils/inval.h"
+#include "utils/acl.h"
 #include "utils/builtins.h"
 #include "utils/datum.h"
 #include "utils/jsonb.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
+#include "utils/regproc.h"
 #include "utils/rel.h"
 #include "utils/syscache.h"
 #include "utils/timestamp.h"
 
 #include "pg_jobs.h"
+#include "privilege.h"
 
 PG_FUNCTION_INFO_V1(pg_jobs_job_before_insert);
 PG_FUNCTION_INFO_V1(pg_jobs_job_before_update);
@@ -341,6 +345,9 @@ typedef struct TaskTypeInfo
 	int32		max_attempts;
 	bool		has_max_pending;
 	int32		max_pending;
+	Oid			handler;		/* InvalidOid: run elsewhere */
+	bool		has_run_as;
+	NameData	run_as;			/* role for unowned jobs */
 } TaskTypeInfo;
 
 /* longest name kept in the registry cache; longer ones are looked up */
@@ -355,6 +362,9 @@ typedef struct TaskTypeEntry
 	int32		max_attempts;
 	bool		has_max_pending;
 	int32		max_pending;
+	Oid			handler;		/* InvalidOid: run elsewhere */
+	bool		has_run_as;
+	NameData	run_as;			/* role for unowned jobs */
 } TaskTypeEntry;
 
 typedef struct SourceEntry
@@ -449,14 +459,11 @@ registry_prepare(void)
  *		Connect to SPI as the owner of the jobs table, once per row.
  */
 static void
-registry_connect(bool *connected, Oid owner, Oid *save_userid, int *save_sec)
+registry_connect(bool *connected, Oid owner, PgJobsRunAs *ra)
 {
 	if (*connected)
 		return;
-	GetUserIdAndSecContext(save_userid, save_sec);
-	SetUserIdAndSecContext(owner,
-						   *save_sec | SECURITY_LOCAL_USERID_CHANGE |
-						   SECURITY_RESTRICTED_OPERATION);
+	PgJobsBecome(ra, owner, NULL);
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "pg_jobs: SPI_connect failed");
 	*connected = true;
@@ -472,11 +479,12 @@ registry_connect(bool *connected, Oid owner, Oid *save_userid, int *save_sec)
  */
 static bool
 lookup_task_type(const char *task_type, TaskTypeInfo *info, bool *connected,
-				 Oid owner, Oid *save_userid, int *save_sec)
+				 Oid owner, PgJobsRunAs *ra)
 {
 	Oid			argtypes[1] = {TEXTOID};
 	Datum		args[1];
 	bool		isnull;
+	Datum		d;
 	int			ret;
 	HeapTuple	tup;
 	TupleDesc	td;
@@ -495,13 +503,17 @@ lookup_task_type(const char *task_type, TaskTypeInfo *info, bool *connected,
 			info->max_attempts = e->max_attempts;
 			info->has_max_pending = e->has_max_pending;
 			info->max_pending = e->max_pending;
+			info->handler = e->handler;
+			info->has_run_as = e->has_run_as;
+			info->run_as = e->run_as;
 			return true;
 		}
 	}
 
-	registry_connect(connected, owner, save_userid, save_sec);
+	registry_connect(connected, owner, ra);
 	PgJobsPreparePlan(&type_plan,
-					  "SELECT tracked, queue, priority, max_attempts, max_pending "
+					  "SELECT tracked, queue, priority, max_attempts, max_pending, "
+					  "       handler::pg_catalog.oid, run_as "
 					  "FROM jobs.task_type WHERE name OPERATOR(pg_catalog.=) $1",
 					  1, argtypes);
 	args[0] = CStringGetTextDatum(task_type);
@@ -520,6 +532,13 @@ lookup_task_type(const char *task_type, TaskTypeInfo *info, bool *connected,
 	entry.max_attempts = DatumGetInt32(heap_getattr(tup, 4, td, &isnull));
 	entry.max_pending = DatumGetInt32(heap_getattr(tup, 5, td, &isnull));
 	entry.has_max_pending = !isnull;
+	d = heap_getattr(tup, 6, td, &isnull);
+	entry.handler = isnull ? InvalidOid : DatumGetObjectId(d);
+	d = heap_getattr(tup, 7, td, &isnull);
+	entry.has_run_as = !isnull;
+	memset(&entry.run_as, 0, sizeof(NameData));
+	if (!isnull)
+		namestrcpy(&entry.run_as, NameStr(*DatumGetName(d)));
 
 	info->tracked = entry.tracked;
 	/* SPI's memory goes away with SPI_finish(): copy to the caller's */
@@ -528,6 +547,9 @@ lookup_task_type(const char *task_type, TaskTypeInfo *info, bool *connected,
 	info->max_attempts = entry.max_attempts;
 	info->has_max_pending = entry.has_max_pending;
 	info->max_pending = entry.max_pending;
+	info->handler = entry.handler;
+	info->has_run_as = entry.has_run_as;
+	info->run_as = entry.run_as;
 
 	/*
 	 * Cache it, unless an invalidation arrived while we looked it up (the
@@ -545,13 +567,16 @@ lookup_task_type(const char *task_type, TaskTypeInfo *info, bool *connected,
 		e->max_attempts = entry.max_attempts;
 		e->has_max_pending = entry.has_max_pending;
 		e->max_pending = entry.max_pending;
+		e->handler = entry.handler;
+		e->has_run_as = entry.has_run_as;
+		e->run_as = entry.run_as;
 	}
 	return true;
 }
 
 static bool
 trigger_source_exists(const char *source, bool *connected, Oid owner,
-					  Oid *save_userid, int *save_sec)
+					  PgJobsRunAs *ra)
 {
 	Oid			argtypes[1] = {TEXTOID};
 	Datum		args[1];
@@ -561,7 +586,7 @@ trigger_source_exists(const char *source, bool *connected, Oid owner,
 	if (cacheable && hash_search(source_cache, source, HASH_FIND, NULL) != NULL)
 		return true;
 
-	registry_connect(connected, owner, save_userid, save_sec);
+	registry_connect(connected, owner, ra);
 	PgJobsPreparePlan(&source_plan,
 					  "SELECT 1 FROM jobs.trigger_source "
 					  "WHERE name OPERATOR(pg_catalog.=) $1",
@@ -576,6 +601,66 @@ trigger_source_exists(const char *source, bool *connected, Oid owner,
 	if (cacheable && registry_valid)
 		(void) hash_search(source_cache, source, HASH_ENTER, NULL);
 	return true;
+}
+
+/*
+ * check_task_type_row
+ *		A task type as written (any client: register_task_type() or a plain
+ *		INSERT/UPDATE by an admin) may not point the workers at something
+ *		they must not run: its handler must be a permanent function (job
+ *		jobs.job) RETURNS jsonb -- a temporary one belongs to one session,
+ *		yet a worker could call it by oid -- and its run_as role one the
+ *		writer may make work run as (PgJobsMayRunAs).
+ */
+static void
+check_task_type_row(TriggerData *trigdata)
+{
+	TupleDesc	td = RelationGetDescr(trigdata->tg_relation);
+	HeapTuple	tup = TRIGGER_FIRED_BY_UPDATE(trigdata->tg_event) ?
+		trigdata->tg_newtuple : trigdata->tg_trigtuple;
+	int			handler_att = SPI_fnumber(td, "handler");
+	int			run_as_att = SPI_fnumber(td, "run_as");
+	int			name_att = SPI_fnumber(td, "name");
+	bool		isnull;
+	Datum		d;
+	char	   *name;
+
+	if (handler_att <= 0 || run_as_att <= 0 || name_att <= 0)
+		return;					/* jobs.trigger_source */
+	name = text_attr(tup, td, name_att);
+
+	d = heap_getattr(tup, run_as_att, td, &isnull);
+	if (!isnull)
+		PgJobsCheckRunAs(NameStr(*DatumGetName(d)),
+						 psprintf("run the unowned jobs of task type \"%s\"", name));
+
+	d = heap_getattr(tup, handler_att, td, &isnull);
+	if (!isnull)
+	{
+		Oid			fn = DatumGetObjectId(d);
+		HeapTuple	proc = SearchSysCache1(PROCOID, ObjectIdGetDatum(fn));
+		bool		ok = false;
+		bool		temp = false;
+
+		if (HeapTupleIsValid(proc))
+		{
+			Form_pg_proc p = (Form_pg_proc) GETSTRUCT(proc);
+
+			temp = isAnyTempNamespace(p->pronamespace);
+			ok = !temp && p->prokind == PROKIND_FUNCTION && !p->proretset &&
+				p->pronargs == 1 &&
+				p->proargtypes.values[0] == get_rel_type_id(get_relname_relid("job", get_namespace_oid("jobs", false))) &&
+				p->prorettype == JSONBOID;
+			ReleaseSysCache(proc);
+		}
+		if (!ok)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("handler of task type \"%s\" must be a function (job jobs.job) RETURNS jsonb%s",
+							name, temp ? " outside a temporary schema" : ""),
+					 temp ? errdetail("A temporary function belongs to one session; the workers must not call it.") : 0,
+					 errhint("Declare it as CREATE FUNCTION f(job jobs.job) RETURNS jsonb in a permanent schema.")));
+	}
 }
 
 /*
@@ -595,6 +680,9 @@ pg_jobs_registry_changed(PG_FUNCTION_ARGS)
 		ereport(ERROR,
 				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
 				 errmsg("pg_jobs_registry_changed must be called as a trigger")));
+	if (TRIGGER_FIRED_FOR_ROW(trigdata->tg_event) &&
+		!TRIGGER_FIRED_BY_DELETE(trigdata->tg_event))
+		check_task_type_row(trigdata);
 	CacheInvalidateRelcache(trigdata->tg_relation);
 	return PointerGetDatum(NULL);
 }
@@ -647,7 +735,8 @@ finished_task_id_exists(Datum task_id)
  * rule hold under concurrency.
  */
 static char *
-inflight_duplicate(const char *task_type, Datum dedup_key)
+inflight_duplicate(const char *task_type, Datum dedup_key, Oid caller,
+				   bool *visible)
 {
 	Oid			argtypes[2] = {TEXTOID, TEXTOID};
 	Datum		args[2];
@@ -655,7 +744,7 @@ inflight_duplicate(const char *task_type, Datum dedup_key)
 	char	   *found = NULL;
 
 	PgJobsPreparePlan(&dedup_plan,
-				 "SELECT task_id FROM jobs.job_hot "
+				 "SELECT task_id, owner FROM jobs.job_hot "
 				 "WHERE task_type OPERATOR(pg_catalog.=) $1 "
 				 "AND dedup_key OPERATOR(pg_catalog.=) $2",
 				 2, argtypes);
@@ -666,8 +755,15 @@ inflight_duplicate(const char *task_type, Datum dedup_key)
 		elog(ERROR, "pg_jobs: dedup lookup failed: %s",
 			 SPI_result_code_string(ret));
 	/* allocated in SPI's context: valid until SPI_finish() */
+	*visible = false;
 	if (SPI_processed > 0)
+	{
+		char	   *owner = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2);
+
 		found = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+		/* the caller's own rights, not the table owner's we run as */
+		*visible = owner == NULL || PgJobsMayActFor(caller, owner);
+	}
 	return found;
 }
 
@@ -694,8 +790,7 @@ pg_jobs_job_before_insert(PG_FUNCTION_ARGS)
 	Oid			caller = GetUserId();
 	Oid			relowner;
 	bool		connected = false;
-	Oid			save_userid = InvalidOid;
-	int			save_sec = 0;
+	PgJobsRunAs ra = {0};
 	TimestampTz now;
 	TimestampTz run_at;
 	bool		run_at_given;
@@ -760,6 +855,20 @@ pg_jobs_job_before_insert(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("task id must not be empty"),
 				 errhint("Pass NULL to have one generated.")));
+	if (own_task_id && VARSIZE_ANY_EXHDR(DatumGetPointer(d)) > PGJOBS_MAX_TASK_ID)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("task id is too long (%d bytes)",
+						(int) VARSIZE_ANY_EXHDR(DatumGetPointer(d))),
+				 errdetail("A task id has at most %d bytes.", PGJOBS_MAX_TASK_ID)));
+	d = heap_getattr(tup, a->dedup_key, tupdesc, &isnull);
+	if (!isnull && VARSIZE_ANY_EXHDR(DatumGetPointer(d)) > PGJOBS_MAX_DEDUP_KEY)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("dedup key is too long (%d bytes)",
+						(int) VARSIZE_ANY_EXHDR(DatumGetPointer(d))),
+				 errdetail("A dedup key has at most %d bytes.", PGJOBS_MAX_DEDUP_KEY),
+				 errhint("Use a hash of a longer key.")));
 
 	d = heap_getattr(tup, a->input, tupdesc, &isnull);
 	if (isnull)
@@ -779,7 +888,7 @@ pg_jobs_job_before_insert(PG_FUNCTION_ARGS)
 	 */
 	registry_prepare();
 	if (!lookup_task_type(task_type, &info, &connected, relowner,
-						  &save_userid, &save_sec))
+						  &ra))
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("unknown task type \"%s\"", task_type),
@@ -790,15 +899,44 @@ pg_jobs_job_before_insert(PG_FUNCTION_ARGS)
 		if (connected)
 		{
 			SPI_finish();
-			SetUserIdAndSecContext(save_userid, save_sec);
+			PgJobsRestore(&ra);
 		}
 		return PointerGetDatum(NULL);
+	}
+
+	/*
+	 * Whom the handler will run as: the owner, or for an unowned job the
+	 * type's run_as.  Only a superuser (or a member) may make a job run as
+	 * a privileged role, and that role must be allowed to execute the
+	 * handler: enqueueing grants no right the owner does not have.
+	 */
+	if (owner != NULL)
+		PgJobsCheckRunAs(owner, "the owner of a job");
+	else if (info.has_run_as)
+		PgJobsCheckRunAs(NameStr(info.run_as),
+						 psprintf("run an unowned job of task type \"%s\"", task_type));
+	if (OidIsValid(info.handler) &&
+		(owner != NULL || info.has_run_as) &&
+		SearchSysCacheExists1(PROCOID, ObjectIdGetDatum(info.handler)))
+	{
+		const char *runner = owner != NULL ? owner : NameStr(info.run_as);
+		Oid			runner_id = get_role_oid(runner, true);
+
+		if (OidIsValid(runner_id) &&
+			pg_proc_aclcheck(info.handler, runner_id, ACL_EXECUTE) != ACLCHECK_OK)
+			ereport(ERROR,
+					(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+					 errmsg("role \"%s\" may not execute the handler of task type \"%s\"",
+							runner, task_type),
+					 errdetail("The handler %s runs as the job's owner (or the task type's run_as role for an unowned job), which needs EXECUTE on it.",
+							   format_procedure(info.handler)),
+					 errhint("Grant EXECUTE on the handler to that role.")));
 	}
 
 	if (source == NULL)
 		source = "manual";
 	else if (!trigger_source_exists(source, &connected, relowner,
-									&save_userid, &save_sec))
+									&ra))
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("unknown trigger source \"%s\"", source),
@@ -806,7 +944,7 @@ pg_jobs_job_before_insert(PG_FUNCTION_ARGS)
 
 	if (info.has_max_pending)
 	{
-		registry_connect(&connected, relowner, &save_userid, &save_sec);
+		registry_connect(&connected, relowner, &ra);
 		PgJobsLockTaskType(task_type);
 		if (count_pending(task_type, info.max_pending) >= info.max_pending)
 			ereport(ERROR,
@@ -822,22 +960,24 @@ pg_jobs_job_before_insert(PG_FUNCTION_ARGS)
 	if (!isnull)
 	{
 		char	   *existing;
+		bool		visible;
 
-		registry_connect(&connected, relowner, &save_userid, &save_sec);
-		existing = inflight_duplicate(task_type, d);
+		registry_connect(&connected, relowner, &ra);
+		existing = inflight_duplicate(task_type, d, caller, &visible);
 		if (existing != NULL)
 			ereport(ERROR,
 					(errcode(ERRCODE_UNIQUE_VIOLATION),
 					 errmsg("task type \"%s\" already has an unfinished job with dedup key \"%s\"",
 							task_type, TextDatumGetCString(d)),
-					 errdetail("Task %s is pending or running.", existing),
+					 visible ? errdetail("Task %s is pending or running.", existing) :
+					 errdetail("A job you cannot see is pending or running with this key."),
 					 errhint("The key is free again once that job has finished.")));
 	}
 
 	if (own_task_id)
 	{
 		d = heap_getattr(tup, a->task_id, tupdesc, &isnull);
-		registry_connect(&connected, relowner, &save_userid, &save_sec);
+		registry_connect(&connected, relowner, &ra);
 		if (finished_task_id_exists(d))
 			ereport(ERROR,
 					(errcode(ERRCODE_UNIQUE_VIOLATION),
@@ -848,7 +988,7 @@ pg_jobs_job_before_insert(PG_FUNCTION_ARGS)
 	if (connected)
 	{
 		SPI_finish();
-		SetUserIdAndSecContext(save_userid, save_sec);
+		PgJobsRestore(&ra);
 	}
 
 	now = GetCurrentTimestamp();
@@ -1047,6 +1187,22 @@ pg_jobs_job_before_update(PG_FUNCTION_ARGS)
 				 errmsg("the depends_on and parent_id of task %s cannot be changed",
 						task_id),
 				 errhint("Dependencies are fixed at enqueue; enqueue a new job instead.")));
+
+	if (!same_attr(oldtup, newtup, tupdesc, a->owner))
+	{
+		Datum		od = heap_getattr(newtup, a->owner, tupdesc, &isnull);
+		char	   *new_owner = isnull ? NULL : NameStr(*DatumGetName(od));
+
+		if (!PgJobsMayActFor(GetUserId(), new_owner))
+			ereport(ERROR,
+					(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+					 errmsg("permission denied to give task %s to %s%s%s", task_id,
+							new_owner ? "\"" : "", new_owner ? new_owner : "no owner",
+							new_owner ? "\"" : ""),
+					 errhint("Only admins, and members of the new owner role, may change a job's owner.")));
+		if (new_owner != NULL)
+			PgJobsCheckRunAs(new_owner, "the owner of a job");
+	}
 
 	/* Columns the lifecycle owns: start from the old values. */
 	memset(nulls, false, sizeof(nulls));

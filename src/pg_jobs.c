@@ -34,6 +34,7 @@ int			pg_jobs_retention_failed = -1;	/* -1 = as pg_jobs_retention */
 int			pg_jobs_workers = 2;
 int			pg_jobs_poll_interval = 1000;
 int			pg_jobs_shutdown_grace = 5000;
+int			pg_jobs_interrupt_grace = 2000;
 int			pg_jobs_maintenance_interval = 1000;
 int			pg_jobs_retry_base_delay = 1000;
 int			pg_jobs_batch_size = 1000;
@@ -91,6 +92,16 @@ _PG_init(void)
 							"After this the handler is interrupted and its job requeued.",
 							&pg_jobs_shutdown_grace,
 							5000, 0, 3600 * 1000,
+							PGC_SIGHUP,
+							GUC_UNIT_MS,
+							NULL, NULL, NULL);
+	DefineCustomIntVariable("pg_jobs.interrupt_grace",
+							"How long a handler may keep running after it was interrupted.",
+							"A handler interrupted by its timeout, a forced cancel or a shutdown that has not "
+							"ended after this (it caught the cancel) is stopped by ending its worker process; "
+							"the other jobs of the worker are requeued and a new worker starts.",
+							&pg_jobs_interrupt_grace,
+							2000, 100, 3600 * 1000,
 							PGC_SIGHUP,
 							GUC_UNIT_MS,
 							NULL, NULL, NULL);

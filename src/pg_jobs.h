@@ -55,12 +55,17 @@ extern int	pg_jobs_retention_failed;
 extern int	pg_jobs_workers;
 extern int	pg_jobs_poll_interval;
 extern int	pg_jobs_shutdown_grace;
+extern int	pg_jobs_interrupt_grace;
 extern int	pg_jobs_maintenance_interval;
 extern int	pg_jobs_retry_base_delay;
 extern int	pg_jobs_batch_size;
 extern int	pg_jobs_hot_vacuum_threshold;
 
 #define PGJOBS_MAX_BATCH			10000
+
+/* longest task id and dedup key accepted, in bytes (22023 beyond) */
+#define PGJOBS_MAX_TASK_ID			255
+#define PGJOBS_MAX_DEDUP_KEY		1024
 
 /* util.c */
 extern SPIPlanPtr PgJobsPreparePlan(SPIPlanPtr *plan, const char *sql,
@@ -142,6 +147,8 @@ extern bool PgJobsWorkerBufferLog(int64 job_id, int level, const char *source,
 /* access.c */
 extern bool PgJobsIsAdmin(Oid roleid);
 extern bool PgJobsMayActFor(Oid roleid, const char *owner);
+extern bool PgJobsMayRunAs(Oid roleid, Oid target);
+extern void PgJobsCheckRunAs(const char *role_name, const char *what);
 extern void PgJobsLockJob(int64 job_id);
 extern void PgJobsLockTaskType(const char *task_type);
 

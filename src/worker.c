@@ -51,6 +51,12 @@
 
 #include "access/xact.h"
 #include "catalog/pg_type.h"
+#include "utils/syscache.h"
+#include "utils/regproc.h"
+#include "utils/lsyscache.h"
+#include "storage/lock.h"
+#include "catalog/namespace.h"
+#include "catalog/pg_proc.h"
 #include "commands/extension.h"
 #include "executor/spi.h"
 #include "fmgr.h"
@@ -74,6 +80,7 @@
 #include "utils/timestamp.h"
 
 #include "pg_jobs.h"
+#include "privilege.h"
 #include "errnames.h"
 
 #define TICK_MS 100
@@ -98,7 +105,20 @@ static volatile int64 running_job_id = 0;
 static volatile TimestampTz job_deadline = 0;
 static volatile TimestampTz shutdown_seen_at = 0;
 static volatile sig_atomic_t interrupt_reason = INTR_NONE;
+static volatile TimestampTz interrupted_at = 0;
 static TimeoutId tick_timeout;
+
+/*
+ * A handler that keeps running pg_jobs.interrupt_grace after it was
+ * interrupted (it caught the cancel) is stopped by ending this process
+ * (see tick_handler); worker_exit_record() then records the outcomes of the
+ * jobs of the transaction that the exit rolls back.
+ */
+static volatile sig_atomic_t escalated = false;
+static volatile int64 escalated_job_id = 0;
+static volatile sig_atomic_t escalated_reason = INTR_NONE;
+static struct ClaimedJob *xact_jobs = NULL; /* claimed jobs not yet committed */
+static int	xact_njobs = 0;
 
 /*
  * Log entries of the running handler, buffered in log_cxt and written to
@@ -177,9 +197,29 @@ tick_handler(void)
 {
 	TimestampTz now;
 
-	if (running_job_id == 0 || interrupt_reason != INTR_NONE)
+	if (running_job_id == 0)
 		return;
 	now = GetCurrentTimestamp();
+	if (interrupt_reason != INTR_NONE)
+	{
+		/*
+		 * Still running: the handler caught the cancel.  Cancel it again at
+		 * every tick, and once the grace is over end the process, which no
+		 * handler can catch.
+		 */
+		if (!escalated &&
+			now >= TimestampTzPlusMilliseconds(interrupted_at, pg_jobs_interrupt_grace))
+		{
+			escalated = true;
+			escalated_job_id = running_job_id;
+			escalated_reason = interrupt_reason;
+			ProcDiePending = true;
+		}
+		QueryCancelPending = true;
+		InterruptPending = true;
+		SetLatch(MyLatch);
+		return;
+	}
 	if (job_deadline != 0 && now >= job_deadline)
 		interrupt_reason = INTR_TIMEOUT;
 	else if (my_slot->cancel_job_id == running_job_id)
@@ -193,6 +233,7 @@ tick_handler(void)
 	}
 	if (interrupt_reason != INTR_NONE)
 	{
+		interrupted_at = now;
 		QueryCancelPending = true;
 		InterruptPending = true;
 		SetLatch(MyLatch);
@@ -357,6 +398,9 @@ take_slot(int slotno)
 	return ok;
 }
 
+static int	xact_nest = 0;
+static long due_backoff_ms = 0;	/* see claim_jobs */
+
 static void
 begin_xact(const char *activity)
 {
@@ -364,6 +408,8 @@ begin_xact(const char *activity)
 	StartTransactionCommand();
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "pg_jobs: SPI_connect failed");
+	/* our own statements: never under a path a handler could have set */
+	xact_nest = PgJobsPinSearchPath();
 	PushActiveSnapshot(GetTransactionSnapshot());
 	pgstat_report_activity(STATE_RUNNING, activity);
 }
@@ -372,6 +418,7 @@ static void
 end_xact(bool commit)
 {
 	SPI_finish();
+	PgJobsUnpinSearchPath(xact_nest);
 	PopActiveSnapshot();
 	if (commit)
 		CommitTransactionCommand();
@@ -470,11 +517,11 @@ claim_jobs(ClaimedJob *jobs, int max, long *sleep_ms)
 								 "UPDATE jobs.job j SET status = 'started', worker = $1 "
 								 "FROM jobs.task_type t "
 								 "WHERE j.id OPERATOR(pg_catalog.=) ANY (ARRAY(SELECT n.id FROM n)) "
-								 "  AND j.status IN ('pending', 'started') "
+								 "  AND j.status OPERATOR(pg_catalog.=) ANY ('{pending,started}'::jobs.status[]) "
 								 "  AND t.name OPERATOR(pg_catalog.=) j.task_type "
 								 "RETURNING j.id, j.task_id, j.priority, j, t.handler::pg_catalog.oid, "
 								 "  COALESCE(j.owner, t.run_as)::pg_catalog.text, "
-								 "  (pg_catalog.date_part('epoch', t.timeout) OPERATOR(pg_catalog.*) 1000)::bigint, "
+								 "  (pg_catalog.date_part('epoch', t.timeout) OPERATOR(pg_catalog.*) 1000)::pg_catalog.int8, "
 								 "  j.attempts, j.max_attempts",
 								 2, argtypes, CURSOR_OPT_CUSTOM_PLAN);
 
@@ -577,7 +624,7 @@ claim_jobs(ClaimedJob *jobs, int max, long *sleep_ms)
 		PgJobsPreparePlan(&next_plan,
 									"SELECT pg_catalog.ceil(pg_catalog.date_part('epoch', "
 									"         pg_catalog.min(x.run_at) OPERATOR(pg_catalog.-) pg_catalog.clock_timestamp()) "
-									"         OPERATOR(pg_catalog.*) 1000)::bigint "
+									"         OPERATOR(pg_catalog.*) 1000)::pg_catalog.int8 "
 									"FROM jobs.task_type t CROSS JOIN LATERAL ("
 									"  SELECT pg_catalog.min(c.run_at) AS run_at FROM jobs.job_hot c "
 									"  WHERE c.task_type OPERATOR(pg_catalog.=) t.name "
@@ -603,8 +650,22 @@ claim_jobs(ClaimedJob *jobs, int max, long *sleep_ms)
 		{
 			Datum		d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
 
-			if (!isnull)
-				*sleep_ms = Max(1, Min(*sleep_ms, DatumGetInt64(d)));
+			if (!isnull && DatumGetInt64(d) > 0)
+			{
+				*sleep_ms = Min(*sleep_ms, DatumGetInt64(d));
+				due_backoff_ms = 0;
+			}
+			else if (!isnull)
+			{
+				/*
+				 * A job is due, yet the claim found none: another session
+				 * holds its row lock.  Back off (10 ms, doubling up to the
+				 * poll interval) instead of claiming in a tight loop; a
+				 * commit that makes jobs pending still wakes us at once.
+				 */
+				due_backoff_ms = due_backoff_ms == 0 ? 10 : Min(due_backoff_ms * 2, pg_jobs_poll_interval);
+				*sleep_ms = Min(*sleep_ms, due_backoff_ms);
+			}
 		}
 	}
 	end_xact(true);
@@ -656,7 +717,7 @@ finalize(int64 job_id, char kind, Datum result, bool result_null,
 			break;
 		case 'f':
 			sql = "UPDATE jobs.job SET status = 'failure', "
-				"result = pg_catalog.jsonb_build_object('error_type', $4, 'error_message', $5::text, "
+				"result = pg_catalog.jsonb_build_object('error_type', $4, 'error_message', $5::pg_catalog.text, "
 				"                                       'traceback', pg_catalog.left($3, 5000)) "
 				"WHERE id OPERATOR(pg_catalog.=) $1 AND status OPERATOR(pg_catalog.=) 'started' "
 				"AND worker OPERATOR(pg_catalog.=) $2";
@@ -664,7 +725,7 @@ finalize(int64 job_id, char kind, Datum result, bool result_null,
 		case 'r':
 			sql = "UPDATE jobs.job SET status = 'pending', "
 				"run_at = pg_catalog.now() OPERATOR(pg_catalog.+) jobs._retry_delay(attempts), "
-				"last_error = pg_catalog.jsonb_build_object('error_type', $4, 'error_message', $5::text, "
+				"last_error = pg_catalog.jsonb_build_object('error_type', $4, 'error_message', $5::pg_catalog.text, "
 				"                                           'traceback', pg_catalog.left($3, 5000), "
 				"                                           'attempt', attempts) "
 				"WHERE id OPERATOR(pg_catalog.=) $1 AND status OPERATOR(pg_catalog.=) 'started' "
@@ -672,7 +733,7 @@ finalize(int64 job_id, char kind, Datum result, bool result_null,
 			break;
 		default:
 			sql = "UPDATE jobs.job SET status = 'pending', run_at = pg_catalog.now(), "
-				"last_error = pg_catalog.jsonb_build_object('error_type', $4, 'error_message', $5::text, "
+				"last_error = pg_catalog.jsonb_build_object('error_type', $4, 'error_message', $5::pg_catalog.text, "
 				"                                           'attempt', attempts) "
 				"WHERE id OPERATOR(pg_catalog.=) $1 AND status OPERATOR(pg_catalog.=) 'started' "
 				"AND worker OPERATOR(pg_catalog.=) $2";
@@ -719,7 +780,7 @@ refetch_job(ClaimedJob *job)
 	PgJobsPreparePlan(&fetch_plan,
 					  "SELECT j, t.handler::pg_catalog.oid, "
 					  "       COALESCE(j.owner, t.run_as)::pg_catalog.text, "
-					  "       (pg_catalog.date_part('epoch', t.timeout) OPERATOR(pg_catalog.*) 1000)::bigint, "
+					  "       (pg_catalog.date_part('epoch', t.timeout) OPERATOR(pg_catalog.*) 1000)::pg_catalog.int8, "
 					  "       j.attempts, j.max_attempts "
 					  "FROM jobs.job j JOIN jobs.task_type t ON t.name OPERATOR(pg_catalog.=) j.task_type "
 					  "WHERE j.id OPERATOR(pg_catalog.=) $1 AND j.status OPERATOR(pg_catalog.=) 'started' "
@@ -737,10 +798,165 @@ refetch_job(ClaimedJob *job)
 }
 
 /*
+ * handler_refusal
+ *		Why the handler may not run as role run_as_id, or NULL if it may:
+ *		it must still be a permanent function (job jobs.job) RETURNS jsonb,
+ *		the role must have EXECUTE on it, and a privileged role (privilege.c)
+ *		runs only a handler whose owner may make work run as that role.
+ *		Sets *errtype to the condition name recorded with the failure.
+ */
+static char *
+handler_refusal(Oid handler, Oid run_as_id, const char *run_as,
+				const char **errtype)
+{
+	HeapTuple	proc = SearchSysCache1(PROCOID, ObjectIdGetDatum(handler));
+	Form_pg_proc p;
+	Oid			proowner;
+	bool		ok;
+
+	*errtype = "invalid_parameter_value";
+	if (!HeapTupleIsValid(proc))
+		return psprintf("the handler function (oid %u) no longer exists", handler);
+	p = (Form_pg_proc) GETSTRUCT(proc);
+	ok = !isAnyTempNamespace(p->pronamespace) && p->prokind == PROKIND_FUNCTION &&
+		!p->proretset && p->pronargs == 1 && p->prorettype == JSONBOID &&
+		p->proargtypes.values[0] == get_rel_type_id(get_relname_relid("job", get_namespace_oid("jobs", false)));
+	proowner = p->proowner;
+	ReleaseSysCache(proc);
+	if (!ok)
+		return psprintf("the handler %s is not a permanent function (job jobs.job) RETURNS jsonb",
+						format_procedure(handler));
+
+	*errtype = "insufficient_privilege";
+	if (pg_proc_aclcheck(handler, run_as_id, ACL_EXECUTE) != ACLCHECK_OK)
+		return psprintf("role \"%s\" has no EXECUTE privilege on the handler %s",
+						run_as, format_procedure(handler));
+	if (PgJobsRoleIsPrivileged(run_as_id) && !PgJobsMayRunAs(proowner, run_as_id))
+		return psprintf("the handler %s would run as the privileged role \"%s\", but its owner \"%s\" may not make work run as that role",
+						format_procedure(handler), run_as,
+						GetUserNameFromId(proowner, true) ? GetUserNameFromId(proowner, true) : "?");
+	*errtype = NULL;
+	return NULL;
+}
+
+/*
+ * record_interrupted
+ *		The outcome of a job whose handler was interrupted for reason.
+ */
+static void
+record_interrupted(ClaimedJob *job, InterruptReason reason)
+{
+	if (reason == INTR_TIMEOUT)
+	{
+		int64		ms = job->timeout_ms;
+		char	   *message = psprintf("timed out after %s", ms % 1000 == 0 ?
+									   psprintf("%lld s", (long long) (ms / 1000)) :
+									   psprintf("%lld ms", (long long) ms));
+
+		(void) finalize(job->id, job->attempts < job->max_attempts ? 'r' : 'f',
+						(Datum) 0, true, "timeout", message, NULL);
+	}
+	else if (reason == INTR_SHUTDOWN)
+		(void) finalize(job->id, 'q', (Datum) 0, true, "shutdown",
+						"the server shut down while the job ran; requeued", NULL);
+	else if (reason == INTR_CANCEL)
+	{
+		/* a forced cancel revoked it first; if not, say what stopped it */
+		(void) finalize(job->id, 'f', (Datum) 0, true, "query_canceled",
+						"the handler was interrupted by a cancel request", NULL);
+	}
+}
+
+/*
+ * end_handler
+ *		What must not outlive a handler, whatever it did: the timer, the log
+ *		capture, and session-level advisory locks it took (its settings were
+ *		undone by PgJobsRestore or the subtransaction's rollback).
+ */
+static void
+end_handler(void)
+{
+	disable_timeout(tick_timeout, false);
+	running_job_id = 0;
+	log_job_id = 0;
+	PgJobsRunningTaskId = NULL;
+	/* a tick that fired as the handler returned must not cancel us now */
+	QueryCancelPending = false;
+	LockReleaseSession(USER_LOCKMETHOD);
+}
+
+/*
+ * flush_logs_safely
+ *		Write the job's buffered log in a subtransaction: if that fails (a
+ *		follower's notification, say), the job's outcome stands and one
+ *		note says what was lost.
+ */
+static void
+flush_logs_safely(int64 job_id)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	ResourceOwner owner = CurrentResourceOwner;
+	int			lost = log_buffered;
+	char	   *volatile why = NULL;
+
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(cxt);
+	PG_TRY();
+	{
+		flush_logs(job_id);
+		ReleaseCurrentSubTransaction();
+	}
+	PG_CATCH();
+	{
+		ErrorData  *e;
+
+		MemoryContextSwitchTo(cxt);
+		e = CopyErrorData();
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+		why = e->message ? pstrdup(e->message) : "unknown error";
+		log_buffer = NIL;
+		log_buffered = 0;
+		MemoryContextReset(log_cxt);
+	}
+	PG_END_TRY();
+	MemoryContextSwitchTo(cxt);
+	CurrentResourceOwner = owner;
+
+	if (why != NULL)
+	{
+		ereport(WARNING,
+				(errmsg("pg_jobs: could not write the log of job %lld: %s",
+						(long long) job_id, why)));
+		BeginInternalSubTransaction(NULL);
+		MemoryContextSwitchTo(cxt);
+		PG_TRY();
+		{
+			(void) PgJobsLogWrite(job_id, PGJOBS_LOG_WARNING, "pg_jobs",
+								  psprintf("%d log entries of the handler could not be written: %.200s",
+										   lost, why),
+								  NULL, 0);
+			ReleaseCurrentSubTransaction();
+		}
+		PG_CATCH();
+		{
+			MemoryContextSwitchTo(cxt);
+			FlushErrorState();
+			RollbackAndReleaseCurrentSubTransaction();
+		}
+		PG_END_TRY();
+		MemoryContextSwitchTo(cxt);
+		CurrentResourceOwner = owner;
+	}
+}
+
+/*
  * run_one
  *		Run one claimed job's handler and record its outcome, inside the
  *		caller's transaction (transaction 2, shared by a batch of jobs).
- *		The handler runs in a subtransaction.
+ *		The handler runs in a subtransaction, as the job's owner, through
+ *		PgJobsBecome (privilege.c): SECURITY_RESTRICTED_OPERATION, its own
+ *		GUC nest level, every setting it changed undone when it returns.
  *
  *		optimistic: run the job as claimed, without reading it again, and
  *		leave a success in succ_* for flush_successes() to write with the
@@ -767,6 +983,8 @@ run_one(ClaimedJob *job, bool optimistic)
 	ErrorData  *volatile edata = NULL;
 	volatile bool revoked_meanwhile = false;
 	InterruptReason reason;
+	char	   *refusal;
+	const char *refusal_type;
 
 	set_state(WORKER_RUNNING, job->id);
 	if (!optimistic && !refetch_job(job))
@@ -792,6 +1010,12 @@ run_one(ClaimedJob *job, bool optimistic)
 		(void) finalize(job->id, 'f', (Datum) 0, true, "invalid_role_specification", msg, NULL);
 		return;
 	}
+	refusal = handler_refusal(handler, run_as_id, run_as, &refusal_type);
+	if (refusal != NULL)
+	{
+		(void) finalize(job->id, 'f', (Datum) 0, true, refusal_type, refusal, NULL);
+		return;
+	}
 
 	outer_cxt = CurrentMemoryContext;
 	outer_owner = CurrentResourceOwner;
@@ -803,21 +1027,12 @@ run_one(ClaimedJob *job, bool optimistic)
 
 	PG_TRY();
 	{
-		Oid			save_userid;
-		int			save_sec;
-		int			nest;
+		PgJobsRunAs ra;
 		LOCAL_FCINFO(fcinfo, 1);
 		FmgrInfo	flinfo;
 		TimestampTz now = GetCurrentTimestamp();
 
-		GetUserIdAndSecContext(&save_userid, &save_sec);
-		SetUserIdAndSecContext(run_as_id,
-							   save_sec | SECURITY_LOCAL_USERID_CHANGE |
-							   SECURITY_RESTRICTED_OPERATION);
-		nest = NewGUCNestLevel();
-		(void) set_config_option("search_path", "pg_catalog, public",
-								 PGC_USERSET, PGC_S_SESSION,
-								 GUC_ACTION_SAVE, true, 0, false);
+		PgJobsBecome(&ra, run_as_id, "pg_catalog, public");
 		/* let every RAISE reach capture_log_hook (see there) */
 		(void) set_config_option("log_min_messages", "debug5",
 								 PGC_SUSET, PGC_S_SESSION,
@@ -837,15 +1052,14 @@ run_one(ClaimedJob *job, bool optimistic)
 		result = FunctionCallInvoke(fcinfo);
 		result_null = fcinfo->isnull;
 
-		disable_timeout(tick_timeout, false);
-		running_job_id = 0;
-		log_job_id = 0;
-		PgJobsRunningTaskId = NULL;
-		/* a tick that fired as the handler returned must not cancel us now */
-		QueryCancelPending = false;
+		end_handler();
+		PgJobsRestore(&ra);
 
-		AtEOXact_GUC(true, nest);
-		SetUserIdAndSecContext(save_userid, save_sec);
+		/* it caught the cancel and returned: the interrupt decides */
+		if (interrupt_reason != INTR_NONE)
+			ereport(ERROR,
+					(errcode(ERRCODE_QUERY_CANCELED),
+					 errmsg("the handler returned after it was interrupted")));
 
 		if (!result_null)
 			result = datumCopy(result, false, -1);
@@ -874,19 +1088,18 @@ run_one(ClaimedJob *job, bool optimistic)
 	}
 	PG_CATCH();
 	{
-		disable_timeout(tick_timeout, false);
-		running_job_id = 0;
-		log_job_id = 0;
-		PgJobsRunningTaskId = NULL;
-		QueryCancelPending = false;
+		end_handler();
 
 		MemoryContextSwitchTo(outer_cxt);
 		edata = CopyErrorData();
 		FlushErrorState();
 
+		/* undoes the user switch and every setting of the handler too */
 		RollbackAndReleaseCurrentSubTransaction();
 		MemoryContextSwitchTo(outer_cxt);
 		CurrentResourceOwner = outer_owner;
+		/* session-level advisory locks survive a rollback */
+		LockReleaseSession(USER_LOCKMETHOD);
 	}
 	PG_END_TRY();
 
@@ -914,7 +1127,7 @@ run_one(ClaimedJob *job, bool optimistic)
 				   edata->message ? edata->message : "unknown error", fields);
 	}
 	if (reason != INTR_CANCEL && !revoked_meanwhile)
-		flush_logs(job->id);
+		flush_logs_safely(job->id);
 	else
 	{
 		log_buffer = NIL;
@@ -922,29 +1135,18 @@ run_one(ClaimedJob *job, bool optimistic)
 		MemoryContextReset(log_cxt);
 	}
 
-	if (edata == NULL || reason == INTR_CANCEL)
+	if (edata == NULL)
 		return;					/* recorded above, or revoked by the cancel */
-	else if (reason == INTR_SHUTDOWN)
-		(void) finalize(job->id, 'q', (Datum) 0, true, "shutdown",
-						"the server shut down while the job ran; requeued", NULL);
+	else if (reason != INTR_NONE)
+		record_interrupted(job, reason);
 	else
 	{
 		const char *type;
 		char	   *message;
 		StringInfoData tb;
 
-		if (reason == INTR_TIMEOUT)
-		{
-			type = "timeout";
-			message = psprintf("timed out after %s", timeout_ms % 1000 == 0 ?
-							   psprintf("%lld s", (long long) (timeout_ms / 1000)) :
-							   psprintf("%lld ms", (long long) timeout_ms));
-		}
-		else
-		{
-			type = condition_name(edata->sqlerrcode);
-			message = edata->message ? edata->message : "unknown error";
-		}
+		type = condition_name(edata->sqlerrcode);
+		message = edata->message ? edata->message : "unknown error";
 
 		initStringInfo(&tb);
 		if (edata->detail)
@@ -1085,6 +1287,9 @@ run_batch(ClaimedJob *jobs, int n)
 		int			first = i;
 
 		begin_xact("pg_jobs worker: running jobs");
+		/* what an exit now would roll back: every job from first on */
+		xact_jobs = &jobs[first];
+		xact_njobs = n - first;
 		nsucc = 0;
 		do
 		{
@@ -1118,7 +1323,56 @@ run_batch(ClaimedJob *jobs, int n)
 			end_xact(true);
 		}
 	}
+	xact_jobs = NULL;
+	xact_njobs = 0;
 	return longest;
+}
+
+/*
+ * worker_exit_record
+ *		before_shmem_exit callback: when the process ends because a handler
+ *		would not stop (tick_handler), the transaction of the running batch
+ *		is rolled back by the exit; record the outcomes here, in a new
+ *		transaction: the stopped job's as its interrupt says ("timed out",
+ *		requeued on shutdown; a cancelled job is already revoked), and every
+ *		other job of the batch requeued, its work undone with the rollback.
+ *		Registered after the connection is made, so it runs before
+ *		PostgreSQL's own exit cleanup, the way temp-table removal does.  An
+ *		error here ends the exit as usual; the launcher then reconciles the
+ *		jobs (WorkerLost).
+ */
+static void
+worker_exit_record(int code, Datum arg)
+{
+	if (!escalated || xact_jobs == NULL)
+		return;
+	disable_all_timeouts(false);
+	running_job_id = 0;
+	log_job_id = 0;
+	PgJobsRunningTaskId = NULL;
+	AbortOutOfAnyTransaction();
+
+	begin_xact("pg_jobs worker: recording a stopped handler");
+	for (int k = 0; k < xact_njobs; k++)
+	{
+		ClaimedJob *job = &xact_jobs[k];
+
+		if (job->id == escalated_job_id)
+		{
+			(void) PgJobsLogWrite(job->id, PGJOBS_LOG_ERROR, "pg_jobs",
+								  psprintf("the handler did not stop within pg_jobs.interrupt_grace (%d ms) of its interrupt; its worker was ended",
+										   pg_jobs_interrupt_grace),
+								  NULL, 0);
+			record_interrupted(job, (InterruptReason) escalated_reason);
+		}
+		else
+			(void) finalize(job->id, 'q', (Datum) 0, true, "worker_stopped",
+							"the worker ended to stop another job's handler; requeued", NULL);
+	}
+	end_xact(true);
+	ereport(LOG,
+			(errmsg("pg_jobs: worker %d ended to stop the handler of job %lld, which did not stop within %d ms of its interrupt",
+					my_slotno, (long long) escalated_job_id, pg_jobs_interrupt_grace)));
 }
 
 void
@@ -1142,6 +1396,7 @@ PgJobsWorkerMain(Datum main_arg)
 		proc_exit(0);
 	}
 	before_shmem_exit(release_slot, (Datum) 0);
+	before_shmem_exit(worker_exit_record, (Datum) 0);
 	tick_timeout = RegisterTimeout(USER_TIMEOUT, tick_handler);
 	log_cxt = AllocSetContextCreate(TopMemoryContext, "pg_jobs handler log",
 									ALLOCSET_DEFAULT_SIZES);
@@ -1175,8 +1430,10 @@ PgJobsWorkerMain(Datum main_arg)
 		n = claim_jobs(jobs, Min(batch, pg_jobs_batch_size), &sleep_ms);
 		if (n > 0)
 		{
-			long		longest = run_batch(jobs, n);
+			long		longest;
 
+			due_backoff_ms = 0;
+			longest = run_batch(jobs, n);
 			MemoryContextReset(batch_cxt);
 			/*
 			 * Claim more at a time while jobs are short and the queue full;
