@@ -14,7 +14,7 @@ EXTRA_CLEAN = $(EXTENSION)--$(EXTVERSION).sql src/errnames.h
 # Every suite starts its own throw-away server with pg_jobs (and pg_cron)
 # preloaded, so `make installcheck` works on any machine (see README).
 REGRESS      = lifecycle tracking monitoring postgrest logs retention schedule dependencies \
-               engine summary
+               engine summary redteam sandbox
 REGRESS_OPTS = --temp-config=test/pg_jobs.conf --temp-instance=./tmp_check
 
 ISOLATION      = finalize_race enqueue_race claim_race acknowledge_race registry_cache \

@@ -1,0 +1,163 @@
+--
+-- The handler sandbox: what one handler does to its session does not reach
+-- the next job on the same worker, and a handler that will not stop is
+-- stopped without losing or repeating the other jobs of its batch.
+-- One worker, so that every job here runs on the same process.
+--
+CREATE EXTENSION IF NOT EXISTS pg_jobs;
+\set VERBOSITY terse
+ALTER SYSTEM SET pg_jobs.workers = 1;
+ALTER SYSTEM SET pg_jobs.interrupt_grace = '500ms';
+SELECT pg_reload_conf();
+CREATE FUNCTION public.wait_for(cond text) RETURNS boolean LANGUAGE plpgsql AS $$
+DECLARE ok boolean;
+BEGIN
+    FOR i IN 1..600 LOOP
+        EXECUTE 'SELECT ' || cond INTO ok;
+        IF ok THEN RETURN true; END IF;
+        PERFORM pg_sleep(0.05);
+    END LOOP;
+    RETURN false;
+END $$;
+SELECT wait_for($$(SELECT count(*) = 1 FROM jobs._worker_slots())$$) AS one_worker;
+-- finished(task_id): its final status, once it has one (a new snapshot each time)
+CREATE FUNCTION public.finished(tid text) RETURNS jobs.status LANGUAGE plpgsql AS $$
+DECLARE st jobs.status;
+BEGIN
+    FOR i IN 1..600 LOOP
+        SELECT status INTO st FROM jobs.job WHERE task_id = tid;
+        IF st NOT IN ('pending', 'started') THEN RETURN st; END IF;
+        PERFORM pg_sleep(0.05);
+    END LOOP;
+    RETURN NULL;
+END $$;
+CREATE ROLE sb_alice NOLOGIN;
+CREATE ROLE sb_bob NOLOGIN;
+
+-- what a handler sees of its session
+CREATE FUNCTION public.sb_look(job jobs.job) RETURNS jsonb LANGUAGE sql AS $$
+    SELECT jsonb_build_object(
+        'row_security', current_setting('row_security'),
+        'TimeZone', current_setting('TimeZone'),
+        'default_transaction_isolation', current_setting('default_transaction_isolation'),
+        'statement_timeout', current_setting('statement_timeout'),
+        'search_path', current_setting('search_path'),
+        'work_mem', current_setting('work_mem'),
+        'custom', nullif(current_setting('sb.custom', true), ''),  -- a placeholder stays defined, empty
+        'advisory_locks', (SELECT count(*) FROM pg_locks
+                           WHERE locktype = 'advisory' AND pid = pg_backend_pid()),
+        'can_read_jobs', (SELECT count(*) >= 0 FROM jobs.job))
+$$;
+-- a handler that changes every kind of session state it can
+CREATE FUNCTION public.sb_dirty(job jobs.job) RETURNS jsonb LANGUAGE plpgsql AS $$
+DECLARE temp_table text;
+BEGIN
+    SET row_security = off;
+    SET TimeZone = 'Pacific/Apia';
+    SET default_transaction_isolation = 'serializable';
+    SET statement_timeout = '1ms';
+    SET search_path = public, pg_temp;
+    PERFORM set_config('work_mem', '1MB', false);
+    PERFORM set_config('sb.custom', 'dirty', false);
+    PERFORM pg_advisory_lock(4242);
+    BEGIN
+        CREATE TEMP TABLE sb_left_behind (x int);
+        temp_table := 'created';
+    EXCEPTION WHEN OTHERS THEN
+        temp_table := SQLSTATE;
+    END;
+    RETURN jsonb_build_object('temp_table', temp_table);
+END $$;
+SELECT name FROM jobs.register_task_type('sb_look', 'public.sb_look(jobs.job)');
+SELECT name FROM jobs.register_task_type('sb_dirty', 'public.sb_dirty(jobs.job)');
+
+SELECT task_id AS before FROM jobs.enqueue('sb_look', owner => 'sb_bob') \gset
+SELECT finished(:'before');
+SELECT task_id AS dirty FROM jobs.enqueue('sb_dirty', owner => 'sb_alice') \gset
+SELECT finished(:'dirty');
+SELECT result AS dirty_result FROM jobs.job WHERE task_id = :'dirty';
+-- the same once more, failing after the changes: a rollback must not keep them either
+CREATE FUNCTION public.sb_dirty_fail(job jobs.job) RETURNS jsonb LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM public.sb_dirty(job);
+    RAISE EXCEPTION 'failing after dirtying the session';
+END $$;
+SELECT name FROM jobs.register_task_type('sb_dirty_fail', 'public.sb_dirty_fail(jobs.job)');
+SELECT task_id AS dirty2 FROM jobs.enqueue('sb_dirty_fail', owner => 'sb_alice') \gset
+SELECT finished(:'dirty2');
+SELECT task_id AS after FROM jobs.enqueue('sb_look', owner => 'sb_bob') \gset
+SELECT finished(:'after');
+SELECT a.result = b.result AS next_job_sees_the_same_session,
+       b.result->>'advisory_locks' AS advisory_locks_left,
+       b.result->>'custom' AS custom_setting_left
+FROM jobs.job a, jobs.job b WHERE a.task_id = :'before' AND b.task_id = :'after';
+SELECT count(DISTINCT worker) AS workers_used FROM jobs.job
+WHERE task_id IN (:'before', :'dirty', :'dirty2', :'after');
+
+--
+-- A handler that swallows the cancel of its timeout: it ends as a failure
+-- "timed out" within its timeout plus pg_jobs.interrupt_grace (its worker
+-- is ended); the jobs batched with it are requeued, not lost, and run once.
+--
+CREATE FUNCTION public.sb_stubborn(job jobs.job) RETURNS jsonb LANGUAGE plpgsql AS $$
+BEGIN
+    LOOP
+        BEGIN
+            PERFORM pg_sleep(10);
+        EXCEPTION WHEN query_canceled THEN
+            NULL;   -- keep going
+        END;
+    END LOOP;
+END $$;
+CREATE FUNCTION public.sb_swallow(job jobs.job) RETURNS jsonb LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_sleep(10);
+    RETURN '{"finished": true}';
+EXCEPTION WHEN query_canceled THEN
+    RETURN '{"swallowed": true}';
+END $$;
+CREATE TABLE public.sb_runs (task_id text);
+GRANT INSERT ON public.sb_runs TO PUBLIC;
+CREATE FUNCTION public.sb_count(job jobs.job) RETURNS jsonb LANGUAGE sql AS $$
+    INSERT INTO public.sb_runs VALUES (job.task_id) RETURNING '{}'::jsonb
+$$;
+SELECT name FROM jobs.register_task_type('sb_stubborn', 'public.sb_stubborn(jobs.job)', timeout => '1 second');
+SELECT name FROM jobs.register_task_type('sb_stubborn_forever', 'public.sb_stubborn(jobs.job)');
+SELECT name FROM jobs.register_task_type('sb_swallow', 'public.sb_swallow(jobs.job)', timeout => '300 ms');
+SELECT name FROM jobs.register_task_type('sb_count', 'public.sb_count(jobs.job)');
+
+-- returns after the cancel: not a success
+SELECT task_id AS sw FROM jobs.enqueue('sb_swallow', owner => 'sb_alice') \gset
+SELECT finished(:'sw');
+SELECT result->>'error_type' AS error_type, result->>'error_message' AS error_message
+FROM jobs.job WHERE task_id = :'sw';
+
+-- warm the worker's batch size up, then one stubborn job among quick ones
+BEGIN;
+SELECT count(*) FROM jobs.enqueue_many('sb_count', (SELECT jsonb_agg(jsonb_build_object('n', i)) FROM generate_series(1, 7) i),
+                                       owner => 'sb_alice');
+SELECT task_id AS stubborn FROM jobs.enqueue('sb_stubborn', owner => 'sb_alice') \gset
+SELECT count(*) FROM jobs.enqueue_many('sb_count', (SELECT jsonb_agg(jsonb_build_object('n', i)) FROM generate_series(8, 12) i),
+                                       owner => 'sb_alice');
+COMMIT;
+SELECT finished(:'stubborn');
+SELECT result->>'error_type' AS error_type, result->>'error_message' AS error_message,
+       date_done - date_started < interval '10 seconds' AS stopped_in_time
+FROM jobs.job WHERE task_id = :'stubborn';
+SELECT wait_for($$(SELECT count(*) = 12 FROM jobs.job WHERE task_type = 'sb_count' AND status = 'success')$$) AS quick_jobs_all_succeeded;
+SELECT count(*) AS runs, count(DISTINCT task_id) AS jobs FROM public.sb_runs;
+SELECT count(*) AS over_max_attempts FROM jobs.job WHERE task_type = 'sb_count' AND attempts > max_attempts;
+
+-- a forced cancel of a handler without a timeout that will not stop
+SELECT task_id AS forever FROM jobs.enqueue('sb_stubborn_forever', owner => 'sb_alice') \gset
+SELECT wait_for(format($$(SELECT status = 'started' FROM jobs.job WHERE task_id = %L)$$, :'forever')) AS started;
+SELECT pg_sleep(0.2);
+SELECT status FROM jobs.cancel(:'forever', force => true);
+SELECT task_id AS next FROM jobs.enqueue('sb_look', owner => 'sb_bob') \gset
+SELECT finished(:'next') AS next_job_after_forced_cancel;
+SELECT status FROM jobs.job WHERE task_id = :'forever';
+
+ALTER SYSTEM RESET pg_jobs.workers;
+ALTER SYSTEM RESET pg_jobs.interrupt_grace;
+SELECT pg_reload_conf();
+SELECT wait_for($$(SELECT count(*) = 2 FROM jobs._worker_slots())$$) AS two_workers_again;
