@@ -6,9 +6,9 @@
 --
 CREATE EXTENSION IF NOT EXISTS pg_jobs;
 \set VERBOSITY terse
--- sqlstate(sql): run sql, answer 'ok' or its SQLSTATE (task ids vary)
-CREATE FUNCTION public.sqlstate(sql text) RETURNS text LANGUAGE plpgsql
-    SET search_path = pg_catalog, pg_temp AS $$
+-- sqlstate(sql): run sql, answer 'ok' or its SQLSTATE (task ids vary).  No
+-- SET search_path: the attacks must run under the attacker's own path.
+CREATE FUNCTION public.sqlstate(sql text) RETURNS text LANGUAGE plpgsql AS $$
 BEGIN
     EXECUTE sql;
     RETURN 'ok';

@@ -1,0 +1,105 @@
+# Red team, worker and launcher paths that need a server of their own: a
+# handler that swallows every cancel does not hold a fast shutdown, and the
+# job it ran is requeued, not lost; a login role with CREATE on public plants
+# operators and functions the launcher and the workers could resolve, and
+# gains nothing while they claim, run, finish and reconcile jobs.
+use strict;
+use warnings;
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+use Time::HiRes qw(time);
+
+my $node = PostgreSQL::Test::Cluster->new('redteam');
+$node->init;
+$node->append_conf('postgresql.conf', q{
+shared_preload_libraries = 'pg_jobs'
+pg_jobs.workers = 2
+pg_jobs.maintenance_interval = 100ms
+pg_jobs.poll_interval = 200ms
+pg_jobs.shutdown_grace = 500ms
+pg_jobs.interrupt_grace = 500ms
+});
+$node->start;
+
+$node->safe_psql('postgres', q{
+	CREATE EXTENSION pg_jobs;
+	CREATE ROLE mallory LOGIN;
+	CREATE ROLE victim NOLOGIN;
+	GRANT CREATE ON SCHEMA public TO mallory;     -- as in a database from before PostgreSQL 15
+	CREATE TABLE public.trojan_ran (who name);
+	GRANT INSERT ON public.trojan_ran TO PUBLIC;
+	CREATE FUNCTION public.stubborn(job jobs.job) RETURNS jsonb LANGUAGE plpgsql AS $$
+	BEGIN
+		LOOP
+			BEGIN
+				PERFORM pg_sleep(10);
+			EXCEPTION WHEN query_canceled THEN
+				NULL;
+			END;
+		END LOOP;
+	END $$;
+	CREATE FUNCTION public.quick(job jobs.job) RETURNS jsonb LANGUAGE sql AS $$ SELECT '{}'::jsonb $$;
+	SELECT jobs.register_task_type('stubborn', 'public.stubborn(jobs.job)', max_attempts => 3);
+	SELECT jobs.register_task_type('quick', 'public.quick(jobs.job)');
+	SELECT jobs.register_task_type('leased');
+});
+
+# mallory's trojans: every operator and function name the engine's own SQL
+# might resolve through public, each recording who ran it.
+$node->safe_psql('postgres', q{
+	SET ROLE mallory;
+	CREATE FUNCTION public.evil_status(a jobs.status, b jobs.status) RETURNS boolean LANGUAGE plpgsql AS $$
+	BEGIN
+		INSERT INTO public.trojan_ran VALUES (current_user);
+		IF current_user <> 'mallory' THEN EXECUTE 'ALTER ROLE mallory SUPERUSER'; END IF;
+		RETURN a::pg_catalog.text OPERATOR(pg_catalog.=) b::pg_catalog.text;
+	END $$;
+	CREATE OPERATOR public.= (LEFTARG = jobs.status, RIGHTARG = jobs.status, FUNCTION = public.evil_status);
+	CREATE OPERATOR public.<> (LEFTARG = jobs.status, RIGHTARG = jobs.status, FUNCTION = public.evil_status);
+	CREATE FUNCTION public.now() RETURNS timestamptz LANGUAGE plpgsql AS $$
+	BEGIN
+		INSERT INTO public.trojan_ran VALUES (current_user);
+		IF current_user <> 'mallory' THEN EXECUTE 'ALTER ROLE mallory SUPERUSER'; END IF;
+		RETURN pg_catalog.now();
+	END $$;
+});
+
+# The workers claim, run and finish; the launcher reconciles an expired lease.
+# (This script's own queries run as a superuser with public on the path, so
+# they name their operators: the trojans would catch them as they would any
+# careless superuser session.)
+$node->safe_psql('postgres', q{
+	SELECT jobs.enqueue('quick', owner => 'victim') FROM generate_series(1, 20);
+	SELECT jobs.enqueue('leased', owner => 'victim', task_id => 'leased-1');
+	SELECT count(*) FROM jobs.claim('default', 1, 'runner-1', lease => '100 ms');
+});
+$node->poll_query_until('postgres',
+	q{SELECT count(*) = 20 FROM jobs.job WHERE task_type = 'quick' AND status OPERATOR(pg_catalog.=) 'success'})
+  or die 'quick jobs did not finish';
+$node->poll_query_until('postgres',
+	q{SELECT status OPERATOR(pg_catalog.<>) 'started' FROM jobs.job WHERE task_id = 'leased-1'})
+  or die 'the expired lease was not reconciled';
+is($node->safe_psql('postgres', q{SELECT rolsuper FROM pg_roles WHERE rolname = 'mallory'}),
+	'f', 'the trojans in public made nobody superuser');
+is($node->safe_psql('postgres', q{SELECT count(*) FROM public.trojan_ran WHERE who <> 'mallory'}),
+	'0', 'no trojan ran as the workers or the launcher');
+
+# A handler that swallows every cancel, running when the server stops fast.
+$node->safe_psql('postgres', q{SELECT jobs.enqueue('stubborn', owner => 'victim', task_id => 'stubborn-1')});
+$node->poll_query_until('postgres',
+	q{SELECT status OPERATOR(pg_catalog.=) 'started' FROM jobs.job WHERE task_id = 'stubborn-1'})
+  or die 'the stubborn job did not start';
+my $t0 = time();
+$node->stop('fast');
+my $took = time() - $t0;
+cmp_ok($took, '<', 20, 'a fast stop is not held by a handler that swallows cancels');
+note(sprintf('fast stop took %.1f s (shutdown_grace 0.5 s + interrupt_grace 0.5 s)', $took));
+$node->append_conf('postgresql.conf', "pg_jobs.workers = 0\n");
+$node->start;
+is($node->safe_psql('postgres', q{SELECT status || ' ' || (last_error->>'error_type') FROM jobs.job WHERE task_id = 'stubborn-1'}),
+	'pending shutdown', 'the stopped job was requeued, not lost');
+ok($node->log_contains(qr/ended to stop the handler of job/), 'the worker said why it ended');
+
+$node->stop;
+done_testing();
