@@ -95,16 +95,16 @@ PgJobsMayRunAs(Oid roleid, Oid target)
 
 /*
  * PgJobsCheckRunAs
- *		Raise 42501 unless the current user may make a job run as the role
+ *		Raise 42501 unless roleid may make a job run as the role
  *		named role_name (see PgJobsMayRunAs); what names what the role is
  *		for ("own a job", "run the handlers of task type ...").
  */
 void
-PgJobsCheckRunAs(const char *role_name, const char *what)
+PgJobsCheckRunAs(Oid roleid, const char *role_name, const char *what)
 {
 	Oid			target = get_role_oid(role_name, true);
 
-	if (OidIsValid(target) && !PgJobsMayRunAs(GetUserId(), target))
+	if (OidIsValid(target) && !PgJobsMayRunAs(roleid, target))
 		ereport(ERROR,
 				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
 				 errmsg("permission denied to make role \"%s\" %s", role_name, what),
@@ -154,19 +154,23 @@ PgJobsLockJob(int64 job_id)
 
 /*
  * PgJobsLockTaskType
- *		Serialise enqueues of one task type (for its max_pending limit).
+ *		Serialise enqueues of one task type for one owner (NULL: unowned),
+ *		for the type's max_pending limit, which applies per owner.  Held
+ *		to the end of the transaction, so a client idle in a transaction
+ *		holds back only further jobs of its own owner.
  *
- * Keyed on a hash of the name; a collision only makes two types wait for
- * each other, it cannot break the limit.
+ * Keyed on a hash of the two names; a collision only makes two pairs wait
+ * for each other, it cannot break the limit.
  */
 void
-PgJobsLockTaskType(const char *task_type)
+PgJobsLockTaskType(const char *task_type, const char *owner)
 {
 	LOCKTAG		tag;
 	uint32		h = hash_bytes((const unsigned char *) task_type,
 							   strlen(task_type));
+	uint32		o = owner ? hash_bytes((const unsigned char *) owner, strlen(owner)) : 0;
 
-	SET_LOCKTAG_ADVISORY(tag, MyDatabaseId, h, 0, PGJOBS_LOCK_TYPE);
+	SET_LOCKTAG_ADVISORY(tag, MyDatabaseId, h, o, PGJOBS_LOCK_TYPE);
 	(void) LockAcquire(&tag, ExclusiveLock, false, false);
 }
 

@@ -631,7 +631,7 @@ check_task_type_row(TriggerData *trigdata)
 
 	d = heap_getattr(tup, run_as_att, td, &isnull);
 	if (!isnull)
-		PgJobsCheckRunAs(NameStr(*DatumGetName(d)),
+		PgJobsCheckRunAs(GetUserId(), NameStr(*DatumGetName(d)),
 						 psprintf("run the unowned jobs of task type \"%s\"", name));
 
 	d = heap_getattr(tup, handler_att, td, &isnull);
@@ -687,23 +687,45 @@ pg_jobs_registry_changed(PG_FUNCTION_ARGS)
 	return PointerGetDatum(NULL);
 }
 
-/* How many jobs of a type are pending, counting at most limit + 1 */
-static int64
-count_pending(const char *task_type, int32 limit)
+static Name
+owner_name(const char *owner)
 {
-	Oid			argtypes[2] = {TEXTOID, INT4OID};
-	Datum		args[2];
+	Name		n = (Name) palloc0(NAMEDATALEN);
+
+	namestrcpy(n, owner);
+	return n;
+}
+
+/*
+ * How many jobs of a type are pending for one owner (NULL: unowned jobs),
+ * counting at most limit + 1.  Reads the type's pending jobs in the
+ * (task_type, priority, id) index and filters by owner: with the limit in
+ * force a type has at most limit pending jobs per owner.
+ */
+static int64
+count_pending(const char *task_type, const char *owner, int32 limit)
+{
+	Oid			argtypes[3] = {TEXTOID, INT4OID, NAMEOID};
+	Datum		args[3];
+	char		nulls[3] = {' ', ' ', ' '};
 	int			ret;
 
 	PgJobsPreparePlan(&pending_plan,
 				 "SELECT 1 FROM jobs.job_hot "
 				 "WHERE task_type OPERATOR(pg_catalog.=) $1 "
-				 "AND status OPERATOR(pg_catalog.=) 'pending' LIMIT $2",
-				 2, argtypes);
+				 "AND status OPERATOR(pg_catalog.=) 'pending' "
+				 "AND CASE WHEN $3 IS NULL THEN owner IS NULL "
+				 "         ELSE owner OPERATOR(pg_catalog.=) $3 END "
+				 "LIMIT $2",
+				 3, argtypes);
 	args[0] = CStringGetTextDatum(task_type);
 	args[1] = Int32GetDatum(limit + 1);
+	if (owner)
+		args[2] = NameGetDatum(owner_name(owner));
+	else
+		nulls[2] = 'n';
 	/* not read-only: take a fresh snapshot after the type lock */
-	ret = SPI_execute_plan(pending_plan, args, NULL, false, 0);
+	ret = SPI_execute_plan(pending_plan, args, nulls, false, 0);
 	if (ret != SPI_OK_SELECT)
 		elog(ERROR, "pg_jobs: pending count failed: %s",
 			 SPI_result_code_string(ret));
@@ -911,9 +933,9 @@ pg_jobs_job_before_insert(PG_FUNCTION_ARGS)
 	 * handler: enqueueing grants no right the owner does not have.
 	 */
 	if (owner != NULL)
-		PgJobsCheckRunAs(owner, "the owner of a job");
+		PgJobsCheckRunAs(caller, owner, "the owner of a job");
 	else if (info.has_run_as)
-		PgJobsCheckRunAs(NameStr(info.run_as),
+		PgJobsCheckRunAs(caller, NameStr(info.run_as),
 						 psprintf("run an unowned job of task type \"%s\"", task_type));
 	if (OidIsValid(info.handler) &&
 		(owner != NULL || info.has_run_as) &&
@@ -945,14 +967,14 @@ pg_jobs_job_before_insert(PG_FUNCTION_ARGS)
 	if (info.has_max_pending)
 	{
 		registry_connect(&connected, relowner, &ra);
-		PgJobsLockTaskType(task_type);
-		if (count_pending(task_type, info.max_pending) >= info.max_pending)
+		PgJobsLockTaskType(task_type, owner);
+		if (count_pending(task_type, owner, info.max_pending) >= info.max_pending)
 			ereport(ERROR,
 					(errcode(ERRCODE_INSUFFICIENT_RESOURCES),
-					 errmsg_plural("task type \"%s\" already has %d pending job",
-								   "task type \"%s\" already has %d pending jobs",
+					 errmsg_plural("task type \"%s\" already has %d pending job of this owner",
+								   "task type \"%s\" already has %d pending jobs of this owner",
 								   info.max_pending, task_type, info.max_pending),
-					 errdetail("The task type allows at most %d pending jobs (max_pending).", info.max_pending),
+					 errdetail("The task type allows at most %d pending jobs per owner (max_pending).", info.max_pending),
 					 errhint("Retry later, when workers have caught up.")));
 	}
 
@@ -1201,7 +1223,7 @@ pg_jobs_job_before_update(PG_FUNCTION_ARGS)
 							new_owner ? "\"" : ""),
 					 errhint("Only admins, and members of the new owner role, may change a job's owner.")));
 		if (new_owner != NULL)
-			PgJobsCheckRunAs(new_owner, "the owner of a job");
+			PgJobsCheckRunAs(GetUserId(), new_owner, "the owner of a job");
 	}
 
 	/* Columns the lifecycle owns: start from the old values. */
