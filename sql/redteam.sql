@@ -16,7 +16,7 @@ EXCEPTION WHEN OTHERS THEN
     RETURN SQLSTATE;
 END $$;
 GRANT EXECUTE ON FUNCTION public.sqlstate(text) TO PUBLIC;
-CREATE FUNCTION public.wait_done(tid text) RETURNS text LANGUAGE plpgsql
+CREATE FUNCTION public.rt_wait(tid text) RETURNS text LANGUAGE plpgsql
     SET search_path = pg_catalog, pg_temp AS $$
 DECLARE st jobs.status;
 BEGIN
@@ -86,7 +86,7 @@ SELECT sqlstate($$SELECT jobs.claim('default', 5, 'mallory-runner')$$) AS claim;
 SELECT sqlstate($$SELECT jobs.unfollow()$$) AS unfollow;
 -- a handler job: its owner's search_path does not reach the worker
 SELECT sqlstate($$SELECT jobs.enqueue('rt_work', owner => 'rt_alice', task_id => 'rt-work-1')$$) AS handler_job;
-SELECT wait_done('rt-work-1') AS handler_job_outcome;
+SELECT rt_wait('rt-work-1') AS handler_job_outcome;
 DROP OPERATOR pg_temp.= (jobs.status, jobs.status);
 DROP DOMAIN pg_temp.text;
 RESET search_path;
@@ -113,7 +113,7 @@ RESET ROLE;
 -- the workers claim, run and finish jobs; the launcher reconciles
 SELECT task_id AS t1 FROM jobs.enqueue('rt_work', owner => 'rt_alice', task_id => 'rt-work-2') \gset
 SELECT task_id AS t2 FROM jobs.enqueue('rt_work', owner => 'rt_bob', task_id => 'rt-work-3') \gset
-SELECT wait_done(:'t1') AS a, wait_done(:'t2') AS b;
+SELECT rt_wait(:'t1') AS a, rt_wait(:'t2') AS b;
 SELECT pg_sleep(0.3);  -- a few launcher rounds
 SELECT * FROM rt_rights;
 SELECT DISTINCT who FROM trojan_ran WHERE who <> 'mallory';
@@ -156,7 +156,7 @@ RESET ROLE;
 -- a superuser's run_as with a handler written by the admin: refused at run time
 SELECT name FROM jobs.register_task_type('rt_priv', 'public.rt_admin_fn(jobs.job)', run_as => 'postgres');
 SELECT task_id AS t3 FROM jobs.enqueue('rt_priv', owner => NULL) \gset
-SELECT wait_done(:'t3') AS status;
+SELECT rt_wait(:'t3') AS status;
 SELECT result->>'error_type' AS error_type, result->>'error_message' AS error_message FROM jobs.job WHERE task_id = :'t3';
 -- a superuser's own job whose handler the admin swapped afterwards: refused too
 SELECT name FROM jobs.register_task_type('rt_swap', 'public.rt_ok(jobs.job)');
@@ -164,7 +164,7 @@ SELECT task_id AS t4 FROM jobs.enqueue('rt_swap', owner => 'postgres', run_at =>
 SET ROLE rt_admin;
 SELECT sqlstate($$UPDATE jobs.task_type SET handler = 'public.rt_admin_fn(jobs.job)' WHERE name = 'rt_swap'$$) AS swap_handler;
 RESET ROLE;
-SELECT wait_done(:'t4') AS status;
+SELECT rt_wait(:'t4') AS status;
 SELECT result->>'error_type' AS error_type, result->>'error_message' AS error_message FROM jobs.job WHERE task_id = :'t4';
 SELECT * FROM rt_rights;
 SELECT DISTINCT who FROM trojan_ran WHERE what = 'admin handler';
@@ -184,7 +184,7 @@ RESET ROLE;
 GRANT EXECUTE ON FUNCTION public.rt_private(jobs.job) TO rt_alice;
 SELECT task_id AS t5 FROM jobs.enqueue('rt_private', owner => 'rt_alice', run_at => now() + interval '1 second') \gset
 REVOKE EXECUTE ON FUNCTION public.rt_private(jobs.job) FROM rt_alice;
-SELECT wait_done(:'t5') AS status;
+SELECT rt_wait(:'t5') AS status;
 SELECT result->>'error_type' AS error_type, result->>'error_message' AS error_message FROM jobs.job WHERE task_id = :'t5';
 
 --
