@@ -85,6 +85,28 @@ is($node->safe_psql('postgres', q{SELECT rolsuper FROM pg_roles WHERE rolname = 
 is($node->safe_psql('postgres', q{SELECT count(*) FROM public.trojan_ran WHERE who <> 'mallory'}),
 	'0', 'no trojan ran as the workers or the launcher');
 
+# A row lock held on a due job: the workers must not spin on it (they
+# claimed ~750 times a second before).  Commits of the database over two
+# seconds, while nothing else runs, count the workers' claims.
+my $locker = $node->background_psql('postgres');
+$node->safe_psql('postgres', q{SELECT jobs.enqueue('quick', owner => 'victim', task_id => 'locked-1', run_at => now() + interval '300 ms')});
+$locker->query_safe(q{BEGIN; SELECT 1 FROM jobs.job WHERE task_id = 'locked-1' FOR UPDATE});
+sleep(1);
+my $commits = q{SELECT pg_stat_force_next_flush(), pg_stat_clear_snapshot();
+	SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()};
+my $c0 = $node->safe_psql('postgres', $commits);
+sleep(2);
+my $c1 = $node->safe_psql('postgres', $commits);
+$c0 =~ s/.*\n//s;
+$c1 =~ s/.*\n//s;
+cmp_ok($c1 - $c0, '<', 300, 'a locked due job does not make the workers claim in a loop');
+note("commits in 2 s with a due job locked: " . ($c1 - $c0));
+$locker->query_safe('COMMIT');
+$locker->quit;
+$node->poll_query_until('postgres',
+	q{SELECT status OPERATOR(pg_catalog.=) 'success' FROM jobs.job WHERE task_id = 'locked-1'})
+  or die 'the locked job did not run once released';
+
 # A handler that swallows every cancel, running when the server stops fast.
 $node->safe_psql('postgres', q{SELECT jobs.enqueue('stubborn', owner => 'victim', task_id => 'stubborn-1')});
 $node->poll_query_until('postgres',
