@@ -45,3 +45,7 @@ src/errnames.h: $(ERRCODES_TXT)
 	  awk 'NF == 4 && $$2 ~ /^[EWS]$$/ { printf "\t{\"%s\", \"%s\"},\n", $$1, $$4 }' $<; \
 	  echo '};'; } > $@
 src/worker.o: src/errnames.h
+
+# PGXS tracks no header dependencies: every object depends on our headers,
+# so that a changed struct never leaves objects with two layouts of it.
+$(OBJS): src/pg_jobs.h src/privilege.h

@@ -157,6 +157,46 @@ SELECT task_id AS next FROM jobs.enqueue('sb_look', owner => 'sb_bob') \gset
 SELECT finished(:'next') AS next_job_after_forced_cancel;
 SELECT status FROM jobs.job WHERE task_id = :'forever';
 
+--
+-- A forced cancel of a job waiting behind others in the worker's claimed
+-- batch: its handler never runs, and nothing waits behind it.
+--
+CREATE SEQUENCE public.sb_forever_ran;
+GRANT USAGE ON SEQUENCE public.sb_forever_ran TO PUBLIC;
+CREATE FUNCTION public.sb_forever(job jobs.job) RETURNS jsonb LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM nextval('public.sb_forever_ran');  -- not undone by a rollback
+    LOOP
+        PERFORM pg_sleep(10);
+    END LOOP;
+END $$;
+CREATE FUNCTION public.sb_sleep(job jobs.job) RETURNS jsonb LANGUAGE sql AS $$
+    SELECT '{}'::jsonb FROM pg_sleep(0.1)
+$$;
+SELECT name FROM jobs.register_task_type('sb_forever', 'public.sb_forever(jobs.job)');
+SELECT name FROM jobs.register_task_type('sb_sleep', 'public.sb_sleep(jobs.job)');
+-- warm the batch size up, so that the next claim takes the sleepers and F together
+SELECT count(*) FROM jobs.enqueue_many('sb_count', (SELECT jsonb_agg(jsonb_build_object('n', i)) FROM generate_series(1, 63) i),
+                                       owner => 'sb_alice');
+SELECT wait_for($$(SELECT count(*) = 0 FROM jobs.job WHERE task_type = 'sb_count' AND status IN ('pending', 'started'))$$) AS warmed;
+BEGIN;
+SELECT count(*) FROM jobs.enqueue_many('sb_count', (SELECT jsonb_agg(jsonb_build_object('n', i)) FROM generate_series(1, 40) i),
+                                       owner => 'sb_alice');
+SELECT count(*) FROM jobs.enqueue_many('sb_sleep', (SELECT jsonb_agg(jsonb_build_object('n', i)) FROM generate_series(1, 10) i),
+                                       owner => 'sb_alice');
+SELECT task_id AS f FROM jobs.enqueue('sb_forever', owner => 'sb_alice') \gset
+SELECT count(*) FROM jobs.enqueue_many('sb_count', (SELECT jsonb_agg(jsonb_build_object('n', i)) FROM generate_series(1, 5) i),
+                                       owner => 'sb_alice', priority => 3);
+COMMIT;
+-- F is claimed (started) while the sleepers before it run
+SELECT wait_for(format($$(SELECT status = 'started' FROM jobs.job WHERE task_id = %L)$$, :'f')) AS f_claimed;
+SELECT (SELECT count(*) FROM jobs.job WHERE task_type = 'sb_sleep' AND status = 'success') < 10 AS sleepers_still_running;
+SELECT status FROM jobs.cancel(:'f', force => true);
+SELECT wait_for($$(SELECT count(*) = 0 FROM jobs.job WHERE task_type IN ('sb_sleep', 'sb_count') AND status IN ('pending', 'started'))$$)
+       AS nothing_waits_behind_it;
+SELECT status FROM jobs.job WHERE task_id = :'f';
+SELECT is_called AS handler_ran FROM public.sb_forever_ran;
+
 ALTER SYSTEM RESET pg_jobs.workers;
 ALTER SYSTEM RESET pg_jobs.interrupt_grace;
 SELECT pg_reload_conf();

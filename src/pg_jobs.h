@@ -116,6 +116,8 @@ typedef struct PgJobsWorkerSlot
 	int64		cancel_job_id;	/* a forced cancel asks to interrupt this job */
 } PgJobsWorkerSlot;
 
+#define PGJOBS_CANCEL_RING			64
+
 typedef struct PgJobsShared
 {
 	uint64		boot_id;		/* random, new at every (re)initialisation */
@@ -124,6 +126,13 @@ typedef struct PgJobsShared
 	TimestampTz last_maintenance;
 	pg_atomic_uint64 claimed;	/* pending -> started moves since start */
 	TimestampTz last_hot_vacuum;	/* 0 if none yet */
+	/*
+	 * Forced cancels committed since start, and the job ids of the last
+	 * PGJOBS_CANCEL_RING of them (written under PgJobsLock): a worker checks
+	 * them before each handler of a claimed batch (worker.c).
+	 */
+	pg_atomic_uint64 cancels;
+	int64		cancel_ring[PGJOBS_CANCEL_RING];
 	PgJobsWorkerSlot slots[PGJOBS_MAX_WORKERS];
 } PgJobsShared;
 
@@ -134,6 +143,7 @@ extern void PgJobsShmemInit(void);
 extern void PgJobsWakeWorkersAtCommit(void);
 extern void PgJobsCountClaim(void);
 extern void PgJobsInterruptAtCommit(int64 job_id);
+extern bool PgJobsCancelledSince(uint64 seen, int64 job_id, bool *known);
 extern char *PgJobsWorkerIdentity(int slot, uint32 generation);
 extern bool PgJobsWorkerIdentityAlive(const char *identity);
 

@@ -18,6 +18,10 @@
  *	  and read by the worker in its timer callback without the lock: a
  *	  torn or stale read only delays the interrupt by one tick (an int64 read
  *	  is atomic on every platform we build for).
+ *	- cancels and cancel_ring are written together under PgJobsLock
+ *	  (exclusive) at the commit of a forced cancel; a worker reads cancels
+ *	  without the lock and, when it moved, the ring under the lock
+ *	  (PgJobsCancelledSince).
  *	- Wakeups read slot latches without the lock.  A latch pointer points
  *	  into PGPROC, which outlives any worker, so setting a stale one is
  *	  harmless; a worker resets its latch before it looks for work, so a
@@ -88,6 +92,7 @@ PgJobsShmemInit(void)
 	{
 		memset(PgJobsState, 0, sizeof(PgJobsShared));
 		pg_atomic_init_u64(&PgJobsState->claimed, 0);
+		pg_atomic_init_u64(&PgJobsState->cancels, 0);
 		if (!pg_strong_random(&PgJobsState->boot_id, sizeof(PgJobsState->boot_id)))
 			PgJobsState->boot_id = (uint64) GetCurrentTimestamp() ^ (uint64) getpid();
 	}
@@ -130,6 +135,11 @@ pg_jobs_xact_callback(XactEvent event, void *arg)
 				foreach(lc, interrupt_at_commit)
 				{
 					int64		job_id = *(int64 *) lfirst(lc);
+					uint64		n = pg_atomic_read_u64(&PgJobsState->cancels);
+
+					/* for workers that hold the job in a claimed batch */
+					PgJobsState->cancel_ring[n % PGJOBS_CANCEL_RING] = job_id;
+					pg_atomic_write_u64(&PgJobsState->cancels, n + 1);
 
 					for (int i = 0; i < PGJOBS_MAX_WORKERS; i++)
 					{
@@ -190,6 +200,37 @@ PgJobsWakeWorkersAtCommit(void)
 		return;
 	register_xact_callback();
 	wake_at_commit = true;
+}
+
+/*
+ * PgJobsCancelledSince
+ *		Was job_id the subject of a forced cancel committed after the
+ *		caller read `seen` from PgJobsState->cancels?  *known is false when
+ *		more cancels than the ring holds came since: the caller must then
+ *		read the job itself.
+ */
+bool
+PgJobsCancelledSince(uint64 seen, int64 job_id, bool *known)
+{
+	bool		found = false;
+	uint64		now;
+
+	*known = true;
+	if (PgJobsState == NULL)
+		return false;
+	now = pg_atomic_read_u64(&PgJobsState->cancels);
+	if (now == seen)
+		return false;
+	LWLockAcquire(PgJobsLock, LW_SHARED);
+	now = pg_atomic_read_u64(&PgJobsState->cancels);
+	if (now - seen > PGJOBS_CANCEL_RING)
+		*known = false;
+	else
+		for (uint64 i = seen; i < now; i++)
+			if (PgJobsState->cancel_ring[i % PGJOBS_CANCEL_RING] == job_id)
+				found = true;
+	LWLockRelease(PgJobsLock);
+	return found;
 }
 
 /*

@@ -399,6 +399,7 @@ take_slot(int slotno)
 }
 
 static int	xact_nest = 0;
+static uint64 claim_cancels = 0;	/* PgJobsState->cancels before the claim */
 static long due_backoff_ms = 0;	/* see claim_jobs */
 
 static void
@@ -469,6 +470,8 @@ claim_jobs(ClaimedJob *jobs, int max, long *sleep_ms)
 	volatile int ret = 0;
 	int			nest;
 
+	/* before the claim: a forced cancel of a job we claim commits after it */
+	claim_cancels = pg_atomic_read_u64(&PgJobsState->cancels);
 	begin_xact("pg_jobs worker: claiming");
 	if (!OidIsValid(get_extension_oid("pg_jobs", true)))
 	{
@@ -967,8 +970,9 @@ flush_logs_safely(int64 job_id)
  *		Failures are written at once either way.
  */
 static void
-run_one(ClaimedJob *job, bool optimistic)
+run_one(ClaimedJob *job, bool optimistic_arg)
 {
+	volatile bool optimistic = optimistic_arg;
 	Datum		jobdatum;
 	Oid			handler;
 	char	   *run_as;
@@ -987,6 +991,21 @@ run_one(ClaimedJob *job, bool optimistic)
 	const char *refusal_type;
 
 	set_state(WORKER_RUNNING, job->id);
+	if (optimistic)
+	{
+		bool		known;
+
+		/*
+		 * A forced cancel of a job waiting in our batch interrupts nobody
+		 * (we are running another job): it must stop the job here, before
+		 * its handler is called.  If more cancels came than we can tell
+		 * apart, read the job.
+		 */
+		if (PgJobsCancelledSince(claim_cancels, job->id, &known))
+			return;
+		if (!known)
+			optimistic = false;
+	}
 	if (!optimistic && !refetch_job(job))
 		return;					/* cancelled or reconciled since we claimed it */
 	jobdatum = job->row;
