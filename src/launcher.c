@@ -167,6 +167,7 @@ reconcile(void)
 	int			ret;
 	uint64		n;
 	SPITupleTable *tuptable;
+	int			counts[2][2];	/* [dead worker, expired lease][requeued, failed] */
 
 	ret = SPI_execute("SELECT id, worker, false FROM jobs.job_hot "
 					  "WHERE status OPERATOR(pg_catalog.=) 'started' "
@@ -183,6 +184,7 @@ reconcile(void)
 
 	n = SPI_processed;
 	tuptable = SPI_tuptable;
+	memset(counts, 0, sizeof(counts));
 	for (uint64 i = 0; i < n; i++)
 	{
 		HeapTuple	tup = tuptable->vals[i];
@@ -218,14 +220,31 @@ reconcile(void)
 		nulls[1] = worker ? ' ' : 'n';
 		args[2] = CStringGetTextDatum(type);
 		args[3] = CStringGetTextDatum(message);
-		ret = SPI_execute_with_args("SELECT jobs._reconcile($1, $2, $3, $4)",
+		ret = SPI_execute_with_args("SELECT jobs._reconcile($1, $2, $3, $4)::pg_catalog.text",
 									4, argtypes, args, nulls, false, 0);
 		if (ret != SPI_OK_SELECT)
 			elog(ERROR, "pg_jobs: reconciling job %lld failed: %s",
 				 (long long) id, SPI_result_code_string(ret));
-		ereport(LOG,
-				(errmsg("pg_jobs: reconciled job %lld: %s", (long long) id, message)));
+		{
+			char	   *outcome = SPI_processed == 1 ?
+				SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1) : NULL;
+			int			kind = strcmp(type, "WorkerLost") == 0 ? 0 : 1;
+
+			/* NULL: the job changed meanwhile; nothing done, nothing said */
+			if (outcome != NULL)
+				counts[kind][strcmp(outcome, "pending") == 0 ? 0 : 1]++;
+			if (outcome != NULL && n <= 10)
+				ereport(LOG,
+						(errmsg("pg_jobs: reconciled job %lld (%s): %s",
+								(long long) id, outcome, message)));
+		}
 	}
+	/* after a crash, one line for all, not one per job */
+	if (n > 10 && (counts[0][0] + counts[0][1] + counts[1][0] + counts[1][1]) > 0)
+		ereport(LOG,
+				(errmsg("pg_jobs: reconciled %d jobs of workers that are gone (%d requeued, %d failed) and %d of expired leases (%d requeued, %d failed)",
+						counts[0][0] + counts[0][1], counts[0][0], counts[0][1],
+						counts[1][0] + counts[1][1], counts[1][0], counts[1][1])));
 }
 
 static void

@@ -140,6 +140,8 @@ static List *log_buffer = NIL;
 static int	log_buffered = 0;
 static int64 log_job_id = 0;	/* job whose handler may buffer, 0 if none */
 static bool in_log_hook = false;
+static bool rolling_back_handler = false;	/* see capture_log_hook */
+static int	worker_log_min_messages = WARNING;	/* the worker's own */
 static emit_log_hook_type prev_emit_log_hook = NULL;
 
 /*
@@ -291,6 +293,16 @@ PgJobsWorkerBufferLog(int64 job_id, int level, const char *source,
 static void
 capture_log_hook(ErrorData *edata)
 {
+	/*
+	 * While a failed handler's subtransaction is rolled back, its raised
+	 * log_min_messages is still in force: keep the server's DEBUG lines
+	 * about the rollback out of the log unless the worker's own setting
+	 * asked for them.
+	 */
+	if (rolling_back_handler && edata->elevel <= DEBUG1 &&
+		edata->elevel < worker_log_min_messages)
+		edata->output_to_server = false;
+
 	if (log_job_id != 0 && !in_log_hook && edata->elevel < ERROR)
 	{
 		int			level = -1;
@@ -1038,6 +1050,7 @@ run_one(ClaimedJob *job, bool optimistic_arg)
 
 	outer_cxt = CurrentMemoryContext;
 	outer_owner = CurrentResourceOwner;
+	worker_log_min_messages = log_min_messages;
 	interrupt_reason = INTR_NONE;
 	shutdown_seen_at = 0;
 
@@ -1114,7 +1127,9 @@ run_one(ClaimedJob *job, bool optimistic_arg)
 		FlushErrorState();
 
 		/* undoes the user switch and every setting of the handler too */
+		rolling_back_handler = true;
 		RollbackAndReleaseCurrentSubTransaction();
+		rolling_back_handler = false;
 		MemoryContextSwitchTo(outer_cxt);
 		CurrentResourceOwner = outer_owner;
 		/* session-level advisory locks survive a rollback */
@@ -1369,7 +1384,9 @@ worker_exit_record(int code, Datum arg)
 	running_job_id = 0;
 	log_job_id = 0;
 	PgJobsRunningTaskId = NULL;
+	rolling_back_handler = true;
 	AbortOutOfAnyTransaction();
+	rolling_back_handler = false;
 
 	begin_xact("pg_jobs worker: recording a stopped handler");
 	for (int k = 0; k < xact_njobs; k++)

@@ -43,6 +43,11 @@ $node->safe_psql('postgres', q{
 	SELECT jobs.register_task_type('stubborn', 'public.stubborn(jobs.job)', max_attempts => 3);
 	SELECT jobs.register_task_type('quick', 'public.quick(jobs.job)');
 	SELECT jobs.register_task_type('leased');
+	CREATE FUNCTION public.failing(job jobs.job) RETURNS jsonb LANGUAGE plpgsql AS $$
+	BEGIN
+		RAISE EXCEPTION 'this handler fails';
+	END $$;
+	SELECT jobs.register_task_type('failing', 'public.failing(jobs.job)');
 });
 
 # mallory's trojans: every operator and function name the engine's own SQL
@@ -106,6 +111,15 @@ $locker->quit;
 $node->poll_query_until('postgres',
 	q{SELECT status OPERATOR(pg_catalog.=) 'success' FROM jobs.job WHERE task_id = 'locked-1'})
   or die 'the locked job did not run once released';
+
+# A failing handler leaves no DEBUG lines of its rollback in the server log
+# (its raised log level used to be in force while the rollback ran).
+$node->safe_psql('postgres', q{SELECT count(jobs.enqueue('failing', owner => 'victim')) FROM generate_series(1, 5)});
+$node->poll_query_until('postgres',
+	q{SELECT count(*) = 5 FROM jobs.job WHERE task_type = 'failing' AND status OPERATOR(pg_catalog.=) 'failure'})
+  or die 'the failing jobs did not fail';
+ok(!$node->log_contains(qr/DEBUG:  AbortSubTransaction/),
+	'a failed handler writes no DEBUG lines to the server log');
 
 # A handler that swallows every cancel, running when the server stops fast.
 $node->safe_psql('postgres', q{SELECT jobs.enqueue('stubborn', owner => 'victim', task_id => 'stubborn-1')});
