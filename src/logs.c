@@ -10,6 +10,14 @@
  * since nobody else may insert into it: the cap and the notifications of
  * followers cannot be bypassed.
  *
+ * Rights: every statement that runs as the owner of jobs.job_log (writes,
+ * follow, unfollow) runs inside PgJobsBecome() (privilege.c): a security-
+ * restricted operation with search_path pinned to pg_catalog, pg_temp.  The
+ * statements that run as the caller (the job lookup, under row-level
+ * security) are written the same way: every type and operator is
+ * schema-qualified, so that no type, domain or operator of the caller's
+ * (in pg_temp, or in a schema on its search_path) is ever chosen.
+ *
  * The cap (pg_jobs.log_max_entries): each entry stores its position in its
  * job's log (seq).  A write reads the seq of the job's newest entry through
  * the (job_id, id) index, one probe, instead of counting.  Once a job holds
@@ -76,6 +84,7 @@
 #include "utils/timestamp.h"
 
 #include "pg_jobs.h"
+#include "privilege.h"
 
 PG_FUNCTION_INFO_V1(pg_jobs_log);
 PG_FUNCTION_INFO_V1(pg_jobs_log_write);
@@ -495,8 +504,11 @@ newest_entry(int64 job_id, bool *is_note)
 
 	*is_note = false;
 	PgJobsPreparePlan(&last_plan,
-				 "SELECT l.seq, l.source IS NOT DISTINCT FROM '" LOG_SOURCE_PGJOBS "' "
-				 "AND l.fields OPERATOR(pg_catalog.?) 'max_entries' "
+				 "SELECT l.seq, "
+				 "COALESCE(l.source OPERATOR(pg_catalog.=) "
+				 "'" LOG_SOURCE_PGJOBS "'::pg_catalog.text "
+				 "AND l.fields OPERATOR(pg_catalog.?) 'max_entries'::pg_catalog.text, "
+				 "false) "
 				 "FROM jobs.job_log l WHERE l.job_id OPERATOR(pg_catalog.=) $1 "
 				 "ORDER BY l.id DESC LIMIT 1",
 				 1, argtypes);
@@ -532,8 +544,7 @@ int64
 PgJobsLogWrite(int64 job_id, int level, const char *source,
 			   const char *message, Jsonb *fields, TimestampTz at)
 {
-	Oid			save_userid;
-	int			save_sec;
+	PgJobsRunAs ra;
 	int64		entry_id = 0;
 	int32		last_seq = 0;
 	bool		last_is_note = false;
@@ -541,10 +552,7 @@ PgJobsLogWrite(int64 job_id, int level, const char *source,
 
 	Assert(level >= 0 && level < PGJOBS_LOG_NLEVELS);
 
-	GetUserIdAndSecContext(&save_userid, &save_sec);
-	SetUserIdAndSecContext(log_table_owner(),
-						   save_sec | SECURITY_LOCAL_USERID_CHANGE |
-						   SECURITY_RESTRICTED_OPERATION);
+	PgJobsBecome(&ra, log_table_owner(), NULL);
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "pg_jobs: SPI_connect failed");
 
@@ -589,7 +597,7 @@ PgJobsLogWrite(int64 job_id, int level, const char *source,
 	seq_cache.last_is_note = last_is_note;
 
 	SPI_finish();
-	SetUserIdAndSecContext(save_userid, save_sec);
+	PgJobsRestore(&ra);
 	return entry_id;
 }
 
@@ -730,8 +738,7 @@ pg_jobs_follow(PG_FUNCTION_ARGS)
 	unsigned char rnd[16];
 	char		channel[NAMEDATALEN];
 	static const char hex[] = "0123456789abcdef";
-	Oid			save_userid;
-	int			save_sec;
+	PgJobsRunAs ra;
 	Oid			roleid = GetUserId();
 	int			ret;
 
@@ -764,10 +771,7 @@ pg_jobs_follow(PG_FUNCTION_ARGS)
 	}
 	channel[12 + 2 * sizeof(rnd)] = '\0';
 
-	GetUserIdAndSecContext(&save_userid, &save_sec);
-	SetUserIdAndSecContext(log_table_owner(),
-						   save_sec | SECURITY_LOCAL_USERID_CHANGE |
-						   SECURITY_RESTRICTED_OPERATION);
+	PgJobsBecome(&ra, log_table_owner(), NULL);
 	{
 		Oid			addtypes[8] = {TEXTOID, INT8OID, TEXTOID, NAMEOID, OIDOID,
 								   INT4OID, INT2OID, TEXTOID};
@@ -778,7 +782,7 @@ pg_jobs_follow(PG_FUNCTION_ARGS)
 		/* followers whose session has ended */
 		PgJobsPreparePlan(&purge_plan,
 					 "DELETE FROM jobs.log_follower f WHERE NOT EXISTS "
-					 "(SELECT 1 FROM pg_catalog.pg_stat_get_activity(NULL::integer) a "
+					 "(SELECT 1 FROM pg_catalog.pg_stat_get_activity(NULL::pg_catalog.int4) a "
 					 " WHERE a.pid OPERATOR(pg_catalog.=) f.pid)",
 					 0, NULL);
 		ret = SPI_execute_plan(purge_plan, NULL, NULL, false, 0);
@@ -829,7 +833,7 @@ pg_jobs_follow(PG_FUNCTION_ARGS)
 			elog(ERROR, "pg_jobs: follower insert failed: %s", SPI_result_code_string(ret));
 	}
 	SPI_finish();
-	SetUserIdAndSecContext(save_userid, save_sec);
+	PgJobsRestore(&ra);
 
 	Async_Listen(channel);
 	PG_RETURN_TEXT_P(cstring_to_text(channel));
@@ -847,23 +851,19 @@ pg_jobs_unfollow(PG_FUNCTION_ARGS)
 	Oid			argtypes[2] = {INT4OID, TEXTOID};
 	Datum		args[2];
 	char		nulls[2] = "  ";
-	Oid			save_userid;
-	int			save_sec;
+	PgJobsRunAs ra;
 	List	   *channels = NIL;
 	ListCell   *lc;
 	MemoryContext caller_cxt = CurrentMemoryContext;
 	int			ret;
 
-	GetUserIdAndSecContext(&save_userid, &save_sec);
-	SetUserIdAndSecContext(log_table_owner(),
-						   save_sec | SECURITY_LOCAL_USERID_CHANGE |
-						   SECURITY_RESTRICTED_OPERATION);
+	PgJobsBecome(&ra, log_table_owner(), NULL);
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "pg_jobs: SPI_connect failed");
 	PgJobsPreparePlan(&unfollow_plan,
 				 "DELETE FROM jobs.log_follower "
 				 "WHERE pid OPERATOR(pg_catalog.=) $1 "
-				 "AND ($2::text IS NULL OR channel OPERATOR(pg_catalog.=) $2) "
+				 "AND ($2 IS NULL OR channel OPERATOR(pg_catalog.=) $2) "
 				 "RETURNING channel",
 				 2, argtypes);
 	args[0] = Int32GetDatum(MyProcPid);
@@ -886,7 +886,7 @@ pg_jobs_unfollow(PG_FUNCTION_ARGS)
 		MemoryContextSwitchTo(old);
 	}
 	SPI_finish();
-	SetUserIdAndSecContext(save_userid, save_sec);
+	PgJobsRestore(&ra);
 
 	foreach(lc, channels)
 		Async_Unlisten((char *) lfirst(lc));
