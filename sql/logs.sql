@@ -146,6 +146,18 @@ SELECT count(jobs.follow('log-1')) FROM generate_series(1, 100);
 SELECT try($$SELECT jobs.follow('log-1')$$);
 ROLLBACK;
 SELECT jobs.unfollow('pg_jobs_log_00000000000000000000000000000000');
+-- a followed entry's NOTIFY payload stays under NOTIFY's 8000-byte limit
+-- after JSON escaping, whatever its task id, message, source and fields
+-- (test/t/005_logs_follow.pl reads the payloads with a real follower)
+BEGIN;
+SELECT length(task_id) FROM jobs.enqueue('log_demo', task_id => 'log-long-' || repeat('"\', 2000));
+SELECT jobs.follow('log-long-' || repeat('"\', 2000)) IS NOT NULL AS following;
+SELECT jobs.follow('log-1') IS NOT NULL AS following;
+SELECT jobs.log('a task id of 8009 bytes once escaped',
+                task_id => 'log-long-' || repeat('"\', 2000)) IS NOT NULL AS logged;
+SELECT jobs.log(repeat(E'\x01', 3000), 'error', repeat('"', 300),
+                jsonb_build_object('k', repeat('\', 2000)), 'log-1') IS NOT NULL AS logged;
+ROLLBACK;
 
 --
 -- Roles: logs are visible exactly as their jobs are

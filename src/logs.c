@@ -39,11 +39,12 @@
  * table (one index probe, on a table that is empty when nobody follows) and
  * NOTIFYs only the channels whose filter matches, whose backend is alive,
  * and whose role may still see the job.  So unfollowed writes never take
- * the commit-time lock of NOTIFY.  Channel names carry 128 random bits and
- * are only ever returned to the follower, and the table is not readable by
- * others, so another role cannot listen in; the payload holds the entry
- * (message cut to NOTIFY's size limit), its id being the cursor for
- * jobs.logs(after_id => ...).
+ * the commit-time lock of NOTIFY.  Channel names carry 128 random bits
+ * and are only ever returned to the follower, and the table is not readable
+ * by others, so another role cannot listen in; the payload holds the entry,
+ * its id being the cursor for jobs.logs(after_id => ...), in at most
+ * PAYLOAD_MAX (6500) bytes after JSON escaping, whatever the entry and its
+ * task id hold, so that NOTIFY never fails a write.
  *
  * Locking: no locks of our own.  Rows of jobs.log_follower belong to one
  * backend (pid); dead backends' rows are purged by the next jobs.follow().
@@ -103,11 +104,6 @@ char	   *PgJobsRunningTaskId = NULL;
 
 /* at most this many follow filters per session */
 #define MAX_FOLLOWERS_PER_SESSION 100
-
-/* parts of the NOTIFY payload are cut to these many bytes */
-#define PAYLOAD_MESSAGE_MAX	2000
-#define PAYLOAD_SOURCE_MAX	200
-#define PAYLOAD_FIELDS_MAX	3000
 
 static const char *const level_names[PGJOBS_LOG_NLEVELS] = {
 	"debug", "info", "notice", "warning", "error"
@@ -318,33 +314,129 @@ lookup_job(const char *task_id, char **owner)
 }
 
 /*
- * append_payload
- *		The NOTIFY payload of an entry: a JSON object that always fits
- *		NOTIFY's 8000-byte limit (long parts are cut, "truncated" says so).
+ * The NOTIFY payload of an entry is a JSON object of at most PAYLOAD_MAX
+ * bytes, whatever the entry and its task id hold, so that NOTIFY (which
+ * refuses payloads of 8000 bytes and more) never fails a write.  Each part
+ * is bounded after JSON escaping, which can turn one byte into six (a
+ * control character becomes \u0001):
+ *	- task_id: whole when its escaped form takes at most PAYLOAD_TASK_ID_MAX
+ *	  bytes, else null (a cut id would name another job; the channel still
+ *	  says which job the entry belongs to);
+ *	- source and message: cut at a character boundary to at most
+ *	  PAYLOAD_SOURCE_MAX and PAYLOAD_MESSAGE_MAX escaped bytes;
+ *	- fields: whole when its JSON text takes at most PAYLOAD_FIELDS_MAX
+ *	  bytes, else left out;
+ * and "truncated": true says that something was cut or left out.  The
+ * static assertions below prove that the parts and the frame around them
+ * (keys, punctuation, id, time, level) fit PAYLOAD_MAX.
  */
-static void
-append_cut(StringInfo buf, const char *key, const char *value, int max,
-		   bool *cut)
+#define PAYLOAD_MAX			6500
+#define PAYLOAD_TASK_ID_MAX	1024
+#define PAYLOAD_SOURCE_MAX	200
+#define PAYLOAD_MESSAGE_MAX	2000
+#define PAYLOAD_FIELDS_MAX	3000
+#define PAYLOAD_FRAME_MAX \
+	(sizeof("{\"id\": , \"task_id\": \"\", \"at\": \"\", \"level\": \"\", " \
+			"\"source\": \"\", \"message\": \"\", \"fields\": , " \
+			"\"truncated\": true}") - 1 \
+	 + 20						/* an int64 */ \
+	 + MAXDATELEN				/* JsonEncodeDateTime() */ \
+	 + 7)						/* "warning" */
+
+StaticAssertDecl(PAYLOAD_FRAME_MAX + PAYLOAD_TASK_ID_MAX + PAYLOAD_SOURCE_MAX +
+				 PAYLOAD_MESSAGE_MAX + PAYLOAD_FIELDS_MAX <= PAYLOAD_MAX,
+				 "the parts of a log NOTIFY payload do not fit PAYLOAD_MAX");
+StaticAssertDecl(PAYLOAD_MAX < 8000,
+				 "PAYLOAD_MAX must stay below NOTIFY's payload limit");
+
+/*
+ * json_escape_char
+ *		The JSON-escaped form of the character at p, as escape_json() writes
+ *		it: sets *out (esc, or p itself) and *inlen, returns its length.
+ *		A multibyte character is copied whole (in server encodings no byte
+ *		of one is ASCII).
+ */
+static int
+json_escape_char(const char *p, char *esc, const char **out, int *inlen)
 {
-	appendStringInfo(buf, ", \"%s\": ", key);
-	if (value == NULL)
-		appendStringInfoString(buf, "null");
-	else
+	*out = esc;
+	*inlen = 1;
+	if (IS_HIGHBIT_SET(*p))
 	{
-		int			len = strlen(value);
-
-		if (len > max)
-		{
-			char	   *part = pnstrdup(value, pg_mbcliplen(value, len, max));
-
-			escape_json(buf, part);
-			*cut = true;
-		}
-		else
-			escape_json(buf, value);
+		*out = p;
+		*inlen = pg_encoding_mblen_bounded(GetDatabaseEncoding(), p);
+		return *inlen;
+	}
+	esc[0] = '\\';
+	switch (*p)
+	{
+		case '\b':
+			esc[1] = 'b';
+			return 2;
+		case '\f':
+			esc[1] = 'f';
+			return 2;
+		case '\n':
+			esc[1] = 'n';
+			return 2;
+		case '\r':
+			esc[1] = 'r';
+			return 2;
+		case '\t':
+			esc[1] = 't';
+			return 2;
+		case '"':
+		case '\\':
+			esc[1] = *p;
+			return 2;
+		default:
+			if ((unsigned char) *p < ' ')
+				return snprintf(esc, 7, "\\u%04x", (int) *p);
+			esc[0] = *p;
+			return 1;
 	}
 }
 
+/*
+ * append_json_cut
+ *		Append value (NULL: null) as a JSON string whose contents take at
+ *		most max bytes once escaped, cut at a character boundary; sets *cut
+ *		when it had to cut.
+ */
+static void
+append_json_cut(StringInfo buf, const char *value, int max, bool *cut)
+{
+	int			used = 0;
+
+	if (value == NULL)
+	{
+		appendStringInfoString(buf, "null");
+		return;
+	}
+	appendStringInfoCharMacro(buf, '"');
+	for (const char *p = value; *p != '\0';)
+	{
+		char		esc[7];
+		const char *out;
+		int			inlen;
+		int			outlen = json_escape_char(p, esc, &out, &inlen);
+
+		if (used + outlen > max)
+		{
+			*cut = true;
+			break;
+		}
+		appendBinaryStringInfo(buf, out, outlen);
+		used += outlen;
+		p += inlen;
+	}
+	appendStringInfoCharMacro(buf, '"');
+}
+
+/*
+ * build_payload
+ *		The NOTIFY payload of an entry (see above), palloc'd.
+ */
 static char *
 build_payload(int64 entry_id, const char *task_id, Datum at, int level,
 			  const char *source, const char *message, Jsonb *fields)
@@ -352,15 +444,26 @@ build_payload(int64 entry_id, const char *task_id, Datum at, int level,
 	StringInfoData buf;
 	char		datebuf[MAXDATELEN + 1];
 	bool		cut = false;
+	bool		id_cut = false;
+	int			mark;
 
 	initStringInfo(&buf);
 	appendStringInfo(&buf, "{\"id\": " INT64_FORMAT ", \"task_id\": ", entry_id);
-	escape_json(&buf, task_id);
-	appendStringInfo(&buf, ", \"at\": \"%s\", \"level\": \"%s\"",
+	mark = buf.len;
+	append_json_cut(&buf, task_id, PAYLOAD_TASK_ID_MAX, &id_cut);
+	if (id_cut)
+	{
+		buf.len = mark;
+		buf.data[mark] = '\0';
+		appendStringInfoString(&buf, "null");
+		cut = true;
+	}
+	appendStringInfo(&buf, ", \"at\": \"%s\", \"level\": \"%s\", \"source\": ",
 					 JsonEncodeDateTime(datebuf, at, TIMESTAMPTZOID, NULL),
 					 level_names[level]);
-	append_cut(&buf, "source", source, PAYLOAD_SOURCE_MAX, &cut);
-	append_cut(&buf, "message", message, PAYLOAD_MESSAGE_MAX, &cut);
+	append_json_cut(&buf, source, PAYLOAD_SOURCE_MAX, &cut);
+	appendStringInfoString(&buf, ", \"message\": ");
+	append_json_cut(&buf, message, PAYLOAD_MESSAGE_MAX, &cut);
 	if (fields != NULL)
 	{
 		char	   *text = JsonbToCString(NULL, &fields->root, VARSIZE(fields));
@@ -373,6 +476,7 @@ build_payload(int64 entry_id, const char *task_id, Datum at, int level,
 	if (cut)
 		appendStringInfoString(&buf, ", \"truncated\": true");
 	appendStringInfoChar(&buf, '}');
+	Assert(buf.len <= PAYLOAD_MAX);
 	return buf.data;
 }
 
