@@ -38,8 +38,9 @@
  * LISTENs on it in the caller's session.  A write looks the job up in that
  * table (one index probe, on a table that is empty when nobody follows) and
  * NOTIFYs only the channels whose filter matches, whose backend is alive,
- * and whose role may still see the job.  So unfollowed writes never take
- * the commit-time lock of NOTIFY.  Channel names carry 128 random bits
+ * and whose role may see the job as it is owned now (an admin may have
+ * given it to another role since the follow).  So unfollowed writes never
+ * take the commit-time lock of NOTIFY.  Channel names carry 128 random bits
  * and are only ever returned to the follower, and the table is not readable
  * by others, so another role cannot listen in; the payload holds the entry,
  * its id being the cursor for jobs.logs(after_id => ...), in at most
@@ -138,6 +139,7 @@ static SeqCache seq_cache = {InvalidLocalTransactionId};
 static SPIPlanPtr last_plan = NULL;
 static SPIPlanPtr insert_plan = NULL;
 static SPIPlanPtr followers_plan = NULL;
+static SPIPlanPtr job_owner_plan = NULL;
 static SPIPlanPtr job_plan = NULL;
 static SPIPlanPtr purge_plan = NULL;
 static SPIPlanPtr count_followers_plan = NULL;
@@ -483,7 +485,13 @@ build_payload(int64 entry_id, const char *task_id, Datum at, int level,
 /*
  * notify_followers
  *		NOTIFY every live follower of the job whose filter matches the entry
- *		and whose role may still see the job.  Must be called inside SPI.
+ *		and whose role may see the job now.  Must be called inside SPI, as
+ *		the owner of jobs.job_log (who owns jobs.job too: no row-level
+ *		security hides the job).
+ *
+ * Who may see the job is decided by its current owner, read here, not by
+ * the owner recorded at follow time: an admin may have handed the job to
+ * another role since.
  */
 static void
 notify_followers(int64 job_id, int64 entry_id, Datum at, int level,
@@ -494,9 +502,14 @@ notify_followers(int64 job_id, int64 entry_id, Datum at, int level,
 	int			ret;
 	uint64		n;
 	SPITupleTable *tt;
+	char	   *task_id;
+	char	   *owner;
+	char	   *payload = NULL;
+	bool		isnull;
+	Datum		d;
 
 	PgJobsPreparePlan(&followers_plan,
-				 "SELECT channel, task_id, owner, roleid, pid, min_level, source "
+				 "SELECT channel, roleid, pid, min_level, source "
 				 "FROM jobs.log_follower WHERE job_id OPERATOR(pg_catalog.=) $1",
 				 1, argtypes);
 	args[0] = Int64GetDatum(job_id);
@@ -505,43 +518,50 @@ notify_followers(int64 job_id, int64 entry_id, Datum at, int level,
 		elog(ERROR, "pg_jobs: follower lookup failed: %s", SPI_result_code_string(ret));
 	if (SPI_processed == 0)
 		return;					/* the common case: nobody follows */
-
 	n = SPI_processed;
 	tt = SPI_tuptable;
+
+	PgJobsPreparePlan(&job_owner_plan,
+				 "SELECT j.task_id, j.owner FROM jobs.job j "
+				 "WHERE j.id OPERATOR(pg_catalog.=) $1",
+				 1, argtypes);
+	ret = SPI_execute_plan(job_owner_plan, args, NULL, false, 1);
+	if (ret != SPI_OK_SELECT)
+		elog(ERROR, "pg_jobs: job lookup failed: %s", SPI_result_code_string(ret));
+	if (SPI_processed == 0)
+		return;					/* the job is gone: nobody may see it */
+	task_id = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+	d = heap_getattr(SPI_tuptable->vals[0], 2, SPI_tuptable->tupdesc, &isnull);
+	owner = isnull ? NULL : NameStr(*DatumGetName(d));
+
 	for (uint64 i = 0; i < n; i++)
 	{
 		HeapTuple	tup = tt->vals[i];
 		TupleDesc	td = tt->tupdesc;
-		bool		isnull;
-		char	   *channel;
-		char	   *task_id;
-		char	   *owner;
 		char	   *want_source;
-		Datum		d;
 		Oid			roleid;
 		int			pid;
 		int			min_level;
 
-		min_level = DatumGetInt16(heap_getattr(tup, 6, td, &isnull));
+		min_level = DatumGetInt16(heap_getattr(tup, 4, td, &isnull));
 		if (level < min_level)
 			continue;
-		want_source = SPI_getvalue(tup, td, 7);
+		want_source = SPI_getvalue(tup, td, 5);
 		if (want_source != NULL &&
 			(source == NULL || strcmp(source, want_source) != 0))
 			continue;
-		pid = DatumGetInt32(heap_getattr(tup, 5, td, &isnull));
+		pid = DatumGetInt32(heap_getattr(tup, 3, td, &isnull));
 		if (BackendPidGetProc(pid) == NULL)
 			continue;			/* gone; purged by the next follow() */
-		roleid = DatumGetObjectId(heap_getattr(tup, 4, td, &isnull));
-		d = heap_getattr(tup, 3, td, &isnull);
-		owner = isnull ? NULL : NameStr(*DatumGetName(d));
+		roleid = DatumGetObjectId(heap_getattr(tup, 2, td, &isnull));
+		/* as jobs._visible(): unowned jobs are everyone's */
 		if (owner != NULL && !PgJobsMayActFor(roleid, owner))
-			continue;			/* no longer allowed to see the job */
+			continue;
 
-		channel = SPI_getvalue(tup, td, 1);
-		task_id = SPI_getvalue(tup, td, 2);
-		Async_Notify(channel, build_payload(entry_id, task_id, at, level,
-											source, message, fields));
+		if (payload == NULL)
+			payload = build_payload(entry_id, task_id, at, level, source,
+									message, fields);
+		Async_Notify(SPI_getvalue(tup, td, 1), payload);
 	}
 }
 
@@ -923,6 +943,7 @@ pg_jobs_follow(PG_FUNCTION_ARGS)
 		args[0] = CStringGetTextDatum(channel);
 		args[1] = Int64GetDatum(job_id);
 		args[2] = CStringGetTextDatum(task_id);
+		/* the owner now, for inspection; notify_followers reads it anew */
 		args[3] = owner ? CStringGetDatum(owner) : (Datum) 0;
 		if (owner == NULL)
 			nulls[3] = 'n';

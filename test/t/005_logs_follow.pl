@@ -1,7 +1,8 @@
 # Per-job logs on a real server: a follower LISTENing through jobs.follow()
 # receives exactly the entries that match its filter (job, level, source)
 # while another job logs at the same time, cannot follow a job it may not
-# see, stops receiving a job's entries once it left the owning role,
+# see, stops receiving a job's entries once it may no longer see the job
+# (it left the owning role, or an admin gave the job to another role),
 # receives every entry however long its task id and however much its text
 # grows when JSON-escaped (payloads stay valid JSON under NOTIFY's limit,
 # from a client and from a handler run by a worker), and every entry (of a
@@ -176,6 +177,25 @@ while ($received !~ /m1 marker/ && time() < $deadline)
 like($received, qr/t1 while a member.*m1 marker/s, 'a member follows the team\'s job');
 unlike($received, qr/t2 after leaving/, 'after leaving the team, its job\'s entries no longer arrive');
 $member->quit;
+
+# Visibility follows the job's current owner, not the one at follow time:
+# an admin gives alice's pending job to bob; she receives nothing more of it.
+$node->safe_psql('postgres',
+	q{SELECT jobs.enqueue('ocr', owner => 'tap_alice', task_id => 'job-h')});
+my $handed = $node->background_psql('postgres');
+$handed->query_safe('SET ROLE tap_alice');
+$handed->query_safe(q{SELECT jobs.follow('job-h')});
+$handed->query_safe(q{SELECT jobs.follow('job-m')});
+$node->safe_psql('postgres', q{SELECT jobs.log('h1 while alice''s', task_id => 'job-h')});
+$node->safe_psql('postgres', q{UPDATE jobs.job SET owner = 'tap_bob' WHERE task_id = 'job-h'});
+$node->safe_psql('postgres', q{
+	SELECT jobs.log('h2 after the handover', task_id => 'job-h');
+	SELECT jobs.log('m2 marker', task_id => 'job-m');
+});
+my @handed = map { $_->{payload}{message} } notifications($handed, 'm2 marker');
+is_deeply(\@handed, [ "h1 while alice's", 'm2 marker' ],
+	'once her job is given to another role, its entries no longer reach her');
+$handed->quit;
 
 # NOTIFY refuses payloads of 8000 bytes and more.  Entries whose task id,
 # message, source or fields grow past that when JSON-escaped (quotes and
