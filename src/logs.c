@@ -483,15 +483,47 @@ build_payload(int64 entry_id, const char *task_id, Datum at, int level,
 }
 
 /*
+ * current_job
+ *		The task id and current owner (NULL = unowned) of job_id, palloc'd;
+ *		false when the job no longer exists.  Must be called inside SPI, as
+ *		the owner of jobs.job_log (who owns jobs.job too: no row-level
+ *		security hides the job).
+ */
+static bool
+current_job(int64 job_id, char **task_id, char **owner)
+{
+	Oid			argtypes[1] = {INT8OID};
+	Datum		args[1];
+	bool		isnull;
+	Datum		d;
+	int			ret;
+
+	PgJobsPreparePlan(&job_owner_plan,
+				 "SELECT j.task_id, j.owner FROM jobs.job j "
+				 "WHERE j.id OPERATOR(pg_catalog.=) $1",
+				 1, argtypes);
+	args[0] = Int64GetDatum(job_id);
+	ret = SPI_execute_plan(job_owner_plan, args, NULL, false, 1);
+	if (ret != SPI_OK_SELECT)
+		elog(ERROR, "pg_jobs: job lookup failed: %s", SPI_result_code_string(ret));
+	if (SPI_processed == 0)
+		return false;
+	*task_id = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+	d = heap_getattr(SPI_tuptable->vals[0], 2, SPI_tuptable->tupdesc, &isnull);
+	*owner = isnull ? NULL : pstrdup(NameStr(*DatumGetName(d)));
+	return true;
+}
+
+/*
  * notify_followers
  *		NOTIFY every live follower of the job whose filter matches the entry
  *		and whose role may see the job now.  Must be called inside SPI, as
- *		the owner of jobs.job_log (who owns jobs.job too: no row-level
- *		security hides the job).
+ *		the owner of jobs.job_log.
  *
  * Who may see the job is decided by its current owner, read here, not by
  * the owner recorded at follow time: an admin may have handed the job to
- * another role since.
+ * another role since.  The job is read only once a follower's filter
+ * matches, so followers of other levels or sources cost no lookup.
  */
 static void
 notify_followers(int64 job_id, int64 entry_id, Datum at, int level,
@@ -502,11 +534,10 @@ notify_followers(int64 job_id, int64 entry_id, Datum at, int level,
 	int			ret;
 	uint64		n;
 	SPITupleTable *tt;
-	char	   *task_id;
-	char	   *owner;
+	bool		job_read = false;
+	char	   *task_id = NULL;
+	char	   *owner = NULL;
 	char	   *payload = NULL;
-	bool		isnull;
-	Datum		d;
 
 	PgJobsPreparePlan(&followers_plan,
 				 "SELECT channel, roleid, pid, min_level, source "
@@ -521,23 +552,11 @@ notify_followers(int64 job_id, int64 entry_id, Datum at, int level,
 	n = SPI_processed;
 	tt = SPI_tuptable;
 
-	PgJobsPreparePlan(&job_owner_plan,
-				 "SELECT j.task_id, j.owner FROM jobs.job j "
-				 "WHERE j.id OPERATOR(pg_catalog.=) $1",
-				 1, argtypes);
-	ret = SPI_execute_plan(job_owner_plan, args, NULL, false, 1);
-	if (ret != SPI_OK_SELECT)
-		elog(ERROR, "pg_jobs: job lookup failed: %s", SPI_result_code_string(ret));
-	if (SPI_processed == 0)
-		return;					/* the job is gone: nobody may see it */
-	task_id = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
-	d = heap_getattr(SPI_tuptable->vals[0], 2, SPI_tuptable->tupdesc, &isnull);
-	owner = isnull ? NULL : NameStr(*DatumGetName(d));
-
 	for (uint64 i = 0; i < n; i++)
 	{
 		HeapTuple	tup = tt->vals[i];
 		TupleDesc	td = tt->tupdesc;
+		bool		isnull;
 		char	   *want_source;
 		Oid			roleid;
 		int			pid;
@@ -553,6 +572,14 @@ notify_followers(int64 job_id, int64 entry_id, Datum at, int level,
 		pid = DatumGetInt32(heap_getattr(tup, 3, td, &isnull));
 		if (BackendPidGetProc(pid) == NULL)
 			continue;			/* gone; purged by the next follow() */
+
+		/* the job as it is now, once, for the first follower that matches */
+		if (!job_read)
+		{
+			job_read = true;
+			if (!current_job(job_id, &task_id, &owner))
+				return;			/* the job is gone: nobody may see it */
+		}
 		roleid = DatumGetObjectId(heap_getattr(tup, 2, td, &isnull));
 		/* as jobs._visible(): unowned jobs are everyone's */
 		if (owner != NULL && !PgJobsMayActFor(roleid, owner))
