@@ -148,15 +148,19 @@ ROLLBACK;
 SELECT jobs.unfollow('pg_jobs_log_00000000000000000000000000000000');
 -- a followed entry's NOTIFY payload stays under NOTIFY's 8000-byte limit
 -- after JSON escaping, whatever its task id, message, source and fields
--- (test/t/005_logs_follow.pl reads the payloads with a real follower)
+-- (test/t/005_logs_follow.pl reads the payloads with a real follower): a
+-- task id of 255 bytes that escape to six each, with a message of quotes,
+-- a source of backslashes and fields of 2999 bytes; a message of 3000
+-- control characters
 BEGIN;
-SELECT length(task_id) FROM jobs.enqueue('log_demo', task_id => 'log-long-' || repeat('"\', 2000));
-SELECT jobs.follow('log-long-' || repeat('"\', 2000)) IS NOT NULL AS following;
+SELECT length(task_id) FROM jobs.enqueue('log_demo', task_id => 'log-ctl-' || repeat(E'\x01', 247));
+SELECT jobs.follow('log-ctl-' || repeat(E'\x01', 247)) IS NOT NULL AS following;
 SELECT jobs.follow('log-1') IS NOT NULL AS following;
-SELECT jobs.log('a task id of 8009 bytes once escaped',
-                task_id => 'log-long-' || repeat('"\', 2000)) IS NOT NULL AS logged;
-SELECT jobs.log(repeat(E'\x01', 3000), 'error', repeat('"', 300),
-                jsonb_build_object('k', repeat('\', 2000)), 'log-1') IS NOT NULL AS logged;
+SELECT try($$SELECT jobs.log(repeat('"', 3000), 'warning', repeat('\', 300),
+                                jsonb_build_object('k', repeat('x', 2990)),
+                                'log-ctl-' || repeat(E'\x01', 247))$$);
+SELECT try($$SELECT jobs.log(repeat(E'\x01', 3000), 'error', task_id => 'log-1')$$);
+SELECT count(*) AS written FROM jobs.logs('log-ctl-' || repeat(E'\x01', 247));
 ROLLBACK;
 
 --

@@ -44,7 +44,7 @@
  * and are only ever returned to the follower, and the table is not readable
  * by others, so another role cannot listen in; the payload holds the entry,
  * its id being the cursor for jobs.logs(after_id => ...), in at most
- * PAYLOAD_MAX (6500) bytes after JSON escaping, whatever the entry and its
+ * PAYLOAD_MAX (7000) bytes after JSON escaping, whatever the entry and its
  * task id hold, so that NOTIFY never fails a write.
  *
  * Locking: no locks of our own.  Rows of jobs.log_follower belong to one
@@ -322,8 +322,9 @@ lookup_job(const char *task_id, char **owner)
  * is bounded after JSON escaping, which can turn one byte into six (a
  * control character becomes \u0001):
  *	- task_id: whole when its escaped form takes at most PAYLOAD_TASK_ID_MAX
- *	  bytes, else null (a cut id would name another job; the channel still
- *	  says which job the entry belongs to);
+ *	  bytes (room for any task id of 255 bytes, each escaped to six), else
+ *	  null (a cut id would name another job; the channel still says which
+ *	  job the entry belongs to);
  *	- source and message: cut at a character boundary to at most
  *	  PAYLOAD_SOURCE_MAX and PAYLOAD_MESSAGE_MAX escaped bytes;
  *	- fields: whole when its JSON text takes at most PAYLOAD_FIELDS_MAX
@@ -332,8 +333,8 @@ lookup_job(const char *task_id, char **owner)
  * static assertions below prove that the parts and the frame around them
  * (keys, punctuation, id, time, level) fit PAYLOAD_MAX.
  */
-#define PAYLOAD_MAX			6500
-#define PAYLOAD_TASK_ID_MAX	1024
+#define PAYLOAD_MAX			7000
+#define PAYLOAD_TASK_ID_MAX	1536
 #define PAYLOAD_SOURCE_MAX	200
 #define PAYLOAD_MESSAGE_MAX	2000
 #define PAYLOAD_FIELDS_MAX	3000

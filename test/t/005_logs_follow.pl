@@ -201,20 +201,27 @@ $handed->quit;
 # message, source or fields grow past that when JSON-escaped (quotes and
 # backslashes double, control characters become \u00XX) are still written
 # and notified: each part is cut or left out ("truncated": true) so that
-# the payload stays valid JSON of at most 6500 bytes (src/logs.c).
-my $payload_max = 6500;
+# the payload stays valid JSON of at most 7000 bytes (src/logs.c).  Task
+# ids of up to 255 bytes (what enqueue accepts) are carried whole; a longer
+# one, which only a superuser bypassing the triggers can make, is left out.
+my $payload_max = 7000;
 $node->safe_psql('postgres', q{
-	SELECT jobs.enqueue('ocr', owner => 'tap_alice', task_id => 'long-' || repeat('"\', 2000));
-	SELECT jobs.enqueue('ocr', owner => 'tap_alice', task_id => 'w-' || repeat('x', 1022));
+	SELECT jobs.enqueue('ocr', owner => 'tap_alice', task_id => 'long-' || repeat(E'\x01', 250));
+	SELECT jobs.enqueue('ocr', owner => 'tap_alice', task_id => 'w-' || repeat(E'\x01', 253));
 	SELECT jobs.enqueue('ocr', owner => 'tap_alice', task_id => 'job-x');
+	SELECT jobs.enqueue('ocr', owner => 'tap_alice', task_id => 'job-huge');
+	SET session_replication_role = replica;
+	UPDATE jobs.job SET task_id = 'huge-' || repeat('"\', 2000) WHERE task_id = 'job-huge';
 });
 my $big = $node->background_psql('postgres');
 $big->query_safe('SET ROLE tap_alice');
-$big->query_safe(
-	q{SELECT count(jobs.follow(task_id)) FROM jobs.job WHERE task_id ~ '^(long-|w-|job-x$)'});
+$big->query_safe(q{SELECT count(jobs.follow(task_id)) FROM jobs.job
+	WHERE task_id ~ '^(long-|w-|huge-|job-x$)'});
 my @writes = (
-	[ 'a task id of 8005 bytes once escaped', <<'SQL' ],
-SELECT jobs.log('x1 long task id', task_id => 'long-' || repeat('"\', 2000))
+	[ 'a task id of 255 bytes escaped to 1505 beside a message, source and fields that grow',
+		<<'SQL' ],
+SELECT jobs.log('x1 ' || repeat('"', 3000), 'warning', repeat('\', 300),
+                jsonb_build_object('k', repeat('y', 2990)), 'long-' || repeat(E'\x01', 250))
 SQL
 	[ 'a message of 3000 control characters', <<'SQL' ],
 SELECT jobs.log('x2 ' || repeat(E'\x01', 3000), task_id => 'job-x')
@@ -227,7 +234,10 @@ SQL
 	[ 'every part just under its limit', <<'SQL' ],
 SELECT jobs.log('x4 ' || repeat('m', 1987) || repeat(E'\x01', 5), 'warning',
                 repeat('s', 200), jsonb_build_object('k', repeat('y', 2990)),
-                'w-' || repeat('x', 1022))
+                'w-' || repeat(E'\x01', 253))
+SQL
+	[ 'a task id of 8005 bytes once escaped', <<'SQL' ],
+SELECT jobs.log('x5 huge task id', task_id => 'huge-' || repeat('"\', 2000))
 SQL
 	[ 'a short message', <<'SQL' ]);
 SELECT jobs.log('x9 marker', 'info', 'ocr', '{"page": 9}', 'job-x')
@@ -242,16 +252,18 @@ foreach my $w (@writes)
 my @big = notifications($big, 'x9 marker');
 $big->quit;
 my %note = map { defined $_->{payload} ? (substr($_->{payload}{message}, 0, 2) => $_) : () } @big;
-is(scalar(@big), 5, 'each of those entries is notified');
-is(scalar(grep { defined $_->{payload} } @big), 5, 'every payload is valid JSON');
+is(scalar(@big), 6, 'each of those entries is notified');
+is(scalar(grep { defined $_->{payload} } @big), 6, 'every payload is valid JSON');
 my $largest = (sort { $b <=> $a } map { $_->{bytes} } @big)[0];
 ok($largest <= $payload_max, "no payload is longer than $payload_max bytes");
 note("largest payload: $largest bytes; "
 	  . join(', ', map { "$_ $note{$_}{bytes}" } sort keys %note));
 
-is_deeply([ $note{x1}{payload}{task_id}, $note{x1}{payload}{message}, $note{x1}{payload}{truncated} ],
-	[ undef, 'x1 long task id', JSON::PP::true ],
-	'a task id too long for the payload is left out, and the payload says it was cut');
+my $x1 = $note{x1}{payload};
+is( join('|', $x1->{task_id}, $x1->{message}, $x1->{source}, length($x1->{fields}{k}),
+		$x1->{truncated} ? 'truncated' : 'whole'),
+	join('|', 'long-' . ("\x01" x 250), 'x1 ' . ('"' x 998), '\\' x 100, 2990, 'truncated'),
+	'a 255-byte task id is carried whole; message and source are cut to 2000 and 200 bytes once escaped');
 is($note{x2}{payload}{message}, 'x2 ' . ("\x01" x 332),
 	'a message of control characters is cut to 2000 bytes once escaped');
 my $x3 = $note{x3}{payload};
@@ -267,15 +279,18 @@ ok( length($x3->{message}) > 3
 my $x4 = $note{x4}{payload};
 is( join('|', $x4->{task_id}, length($x4->{message}), $x4->{source}, length($x4->{fields}{k}),
 		$x4->{truncated} ? 'truncated' : 'whole'),
-	join('|', 'w-' . ('x' x 1022), 3 + 1987 + 1, 's' x 200, 2990, 'truncated'),
+	join('|', 'w-' . ("\x01" x 253), 3 + 1987 + 1, 's' x 200, 2990, 'truncated'),
 	'parts within their limits are kept whole');
+is_deeply([ $note{x5}{payload}{task_id}, $note{x5}{payload}{message}, $note{x5}{payload}{truncated} ],
+	[ undef, 'x5 huge task id', JSON::PP::true ],
+	'a task id too long for the payload is left out, and the payload says so');
 is_deeply([ $note{x9}{payload}{fields}, exists $note{x9}{payload}{truncated} ],
 	[ { page => 9 }, '' ], 'a short entry is notified whole');
 is($node->safe_psql('postgres', q{
 	SELECT string_agg(pg_catalog.length(l.message)::text, ',' ORDER BY l.id)
 	FROM jobs.job_log l JOIN jobs.job j ON j.id = l.job_id
-	WHERE j.task_id ~ '^(long-|w-|job-x$)'}),
-	'15,3003,5003,1995,9', 'every entry is stored whole');
+	WHERE j.task_id ~ '^(long-|w-|huge-|job-x$)'}),
+	'3003,3003,5003,1995,15,9', 'every entry is stored whole');
 
 # A handler's entries are written by the worker after the handler: one
 # that would overflow NOTIFY fails neither that job nor the worker.
@@ -292,7 +307,7 @@ $node->safe_psql('postgres', q{
 		RETURN '{}';
 	END $$;
 	SELECT jobs.register_task_type('chatty', 'chatty(jobs.job)');
-	SELECT jobs.enqueue('chatty', owner => 'tap_alice', task_id => 'h-long-' || repeat('"\', 2000));
+	SELECT jobs.enqueue('chatty', owner => 'tap_alice', task_id => 'h-long-' || repeat('"\', 124));
 });
 my $watcher = $node->background_psql('postgres');
 $watcher->query_safe('SET ROLE tap_alice');
