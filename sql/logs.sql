@@ -146,6 +146,22 @@ SELECT count(jobs.follow('log-1')) FROM generate_series(1, 100);
 SELECT try($$SELECT jobs.follow('log-1')$$);
 ROLLBACK;
 SELECT jobs.unfollow('pg_jobs_log_00000000000000000000000000000000');
+-- a followed entry's NOTIFY payload stays under NOTIFY's 8000-byte limit
+-- after JSON escaping, whatever its task id, message, source and fields
+-- (test/t/005_logs_follow.pl reads the payloads with a real follower): a
+-- task id of 255 bytes that escape to six each, with a message of quotes,
+-- a source of backslashes and fields of 2999 bytes; a message of 3000
+-- control characters
+BEGIN;
+SELECT length(task_id) FROM jobs.enqueue('log_demo', task_id => 'log-ctl-' || repeat(E'\x01', 247));
+SELECT jobs.follow('log-ctl-' || repeat(E'\x01', 247)) IS NOT NULL AS following;
+SELECT jobs.follow('log-1') IS NOT NULL AS following;
+SELECT try($$SELECT jobs.log(repeat('"', 3000), 'warning', repeat('\', 300),
+                                jsonb_build_object('k', repeat('x', 2990)),
+                                'log-ctl-' || repeat(E'\x01', 247))$$);
+SELECT try($$SELECT jobs.log(repeat(E'\x01', 3000), 'error', task_id => 'log-1')$$);
+SELECT count(*) AS written FROM jobs.logs('log-ctl-' || repeat(E'\x01', 247));
+ROLLBACK;
 
 --
 -- Roles: logs are visible exactly as their jobs are
@@ -220,3 +236,84 @@ FROM pg_proc p WHERE p.pronamespace = 'jobs'::regnamespace
 ORDER BY 1;
 SELECT has_table_privilege('public', 'jobs.job_log', 'INSERT') AS public_inserts,
        has_table_privilege('public', 'jobs.log_follower', 'SELECT') AS public_reads_followers;
+
+--
+-- Name resolution: a caller's trojans never run with other rights.  A plain
+-- LOGIN role plants, in pg_temp (searched first for types unless the path
+-- lists it), a domain over every type the log functions' SQL uses, and in a
+-- schema of her own that she puts before pg_catalog, operators on the types
+-- they compare; each trojan makes her a superuser if it runs as one.  Every
+-- log function works as usual for her, and her role keeps its rights.
+--
+CREATE ROLE log_mallory LOGIN;
+CREATE SCHEMA log_mallory_ns AUTHORIZATION log_mallory;
+SELECT (jobs.enqueue('log_demo', owner => 'log_mallory', task_id => 'log-m')).task_id;
+SET ROLE log_mallory;
+CREATE FUNCTION pg_temp.evil(t pg_catalog.text) RETURNS boolean LANGUAGE plpgsql AS $$
+DECLARE
+    su boolean := (SELECT r.rolsuper FROM pg_catalog.pg_roles r
+                   WHERE r.rolname OPERATOR(pg_catalog.=) CURRENT_USER);
+BEGIN
+    RAISE NOTICE 'trojan ran (as a superuser: %)', su;
+    IF su THEN
+        EXECUTE 'ALTER ROLE log_mallory SUPERUSER CREATEROLE';
+    END IF;
+    RETURN true;
+END $$;
+CREATE DOMAIN pg_temp.text AS pg_catalog.text CHECK (pg_temp.evil(VALUE));
+CREATE DOMAIN pg_temp.name AS pg_catalog.name CHECK (pg_temp.evil(VALUE::pg_catalog.text));
+CREATE DOMAIN pg_temp.int2 AS pg_catalog.int2 CHECK (pg_temp.evil(VALUE::pg_catalog.text));
+CREATE DOMAIN pg_temp.int4 AS pg_catalog.int4 CHECK (pg_temp.evil(VALUE::pg_catalog.text));
+CREATE DOMAIN pg_temp.int8 AS pg_catalog.int8 CHECK (pg_temp.evil(VALUE::pg_catalog.text));
+CREATE DOMAIN pg_temp.oid AS pg_catalog.oid CHECK (pg_temp.evil(VALUE::pg_catalog.text));
+CREATE DOMAIN pg_temp.jsonb AS pg_catalog.jsonb CHECK (pg_temp.evil(VALUE::pg_catalog.text));
+CREATE DOMAIN pg_temp.timestamptz AS pg_catalog.timestamptz
+    CHECK (pg_temp.evil(VALUE::pg_catalog.text));
+CREATE DOMAIN pg_temp.bool AS pg_catalog.bool CHECK (pg_temp.evil(VALUE::pg_catalog.text));
+CREATE FUNCTION log_mallory_ns.cmp(a pg_catalog.text, b pg_catalog.text) RETURNS boolean
+    LANGUAGE sql AS 'SELECT pg_temp.evil(a)';
+CREATE FUNCTION log_mallory_ns.cmp(a pg_catalog.name, b pg_catalog.name) RETURNS boolean
+    LANGUAGE sql AS 'SELECT pg_temp.evil(a::pg_catalog.text)';
+CREATE FUNCTION log_mallory_ns.cmp(a pg_catalog.int8, b pg_catalog.int8) RETURNS boolean
+    LANGUAGE sql AS 'SELECT pg_temp.evil(a::pg_catalog.text)';
+CREATE FUNCTION log_mallory_ns.cmp(a pg_catalog.int4, b pg_catalog.int4) RETURNS boolean
+    LANGUAGE sql AS 'SELECT pg_temp.evil(a::pg_catalog.text)';
+CREATE FUNCTION log_mallory_ns.cmp(a pg_catalog.jsonb, b pg_catalog.text) RETURNS boolean
+    LANGUAGE sql AS 'SELECT pg_temp.evil(b)';
+CREATE OPERATOR log_mallory_ns.= (FUNCTION = log_mallory_ns.cmp, LEFTARG = pg_catalog.text,
+    RIGHTARG = pg_catalog.text);
+CREATE OPERATOR log_mallory_ns.= (FUNCTION = log_mallory_ns.cmp, LEFTARG = pg_catalog.name,
+    RIGHTARG = pg_catalog.name);
+CREATE OPERATOR log_mallory_ns.= (FUNCTION = log_mallory_ns.cmp, LEFTARG = pg_catalog.int8,
+    RIGHTARG = pg_catalog.int8);
+CREATE OPERATOR log_mallory_ns.= (FUNCTION = log_mallory_ns.cmp, LEFTARG = pg_catalog.int4,
+    RIGHTARG = pg_catalog.int4);
+CREATE OPERATOR log_mallory_ns.> (FUNCTION = log_mallory_ns.cmp, LEFTARG = pg_catalog.int8,
+    RIGHTARG = pg_catalog.int8);
+CREATE OPERATOR log_mallory_ns.< (FUNCTION = log_mallory_ns.cmp, LEFTARG = pg_catalog.int4,
+    RIGHTARG = pg_catalog.int4);
+CREATE OPERATOR log_mallory_ns.~~ (FUNCTION = log_mallory_ns.cmp, LEFTARG = pg_catalog.text,
+    RIGHTARG = pg_catalog.text);
+CREATE OPERATOR log_mallory_ns.? (FUNCTION = log_mallory_ns.cmp, LEFTARG = pg_catalog.jsonb,
+    RIGHTARG = pg_catalog.text);
+SET search_path = log_mallory_ns, pg_catalog;
+-- the trojans are armed: her own statements run them, as her
+SELECT 'a'::text = 'b' AS trojan_equal;
+-- the attack of issue 12, then every log function with the trojans in place
+SELECT jobs.unfollow();
+SELECT jobs.unfollow('pg_jobs_log_00000000000000000000000000000000');
+SELECT jobs.log('m1', 'warning', 'src', '{"k": 1}', 'log-m') IS NOT NULL AS logged;
+BEGIN;
+SELECT jobs.follow('log-m', 'info', 'src') IS NOT NULL AS following;
+SELECT jobs.log('m2 followed', 'error', 'src', '{"k": 2}', 'log-m') IS NOT NULL AS logged;
+SELECT jobs.unfollow();
+COMMIT;
+SELECT message, fields FROM jobs.logs('log-m', 'info', 'src', 0, 10);
+SELECT entries, warning, error, capped FROM jobs.log_stats('log-m');
+SELECT source, entries FROM jobs.log_sources('log-m');
+SELECT public.try($$SELECT jobs.logs('log-b')$$);
+RESET search_path;
+DISCARD TEMP;
+DROP SCHEMA log_mallory_ns CASCADE;
+RESET ROLE;
+SELECT rolsuper, rolcreaterole FROM pg_roles WHERE rolname = 'log_mallory';

@@ -10,6 +10,14 @@
  * since nobody else may insert into it: the cap and the notifications of
  * followers cannot be bypassed.
  *
+ * Rights: every statement that runs as the owner of jobs.job_log (writes,
+ * follow, unfollow) runs inside PgJobsBecome() (privilege.c): a security-
+ * restricted operation with search_path pinned to pg_catalog, pg_temp.  The
+ * statements that run as the caller (the job lookup, under row-level
+ * security) are written the same way: every type and operator is
+ * schema-qualified, so that no type, domain or operator of the caller's
+ * (in pg_temp, or in a schema on its search_path) is ever chosen.
+ *
  * The cap (pg_jobs.log_max_entries): each entry stores its position in its
  * job's log (seq).  A write reads the seq of the job's newest entry through
  * the (job_id, id) index, one probe, instead of counting.  Once a job holds
@@ -30,12 +38,14 @@
  * LISTENs on it in the caller's session.  A write looks the job up in that
  * table (one index probe, on a table that is empty when nobody follows) and
  * NOTIFYs only the channels whose filter matches, whose backend is alive,
- * and whose role may still see the job.  So unfollowed writes never take
- * the commit-time lock of NOTIFY.  Channel names carry 128 random bits and
- * are only ever returned to the follower, and the table is not readable by
- * others, so another role cannot listen in; the payload holds the entry
- * (message cut to NOTIFY's size limit), its id being the cursor for
- * jobs.logs(after_id => ...).
+ * and whose role may see the job as it is owned now (an admin may have
+ * given it to another role since the follow).  So unfollowed writes never
+ * take the commit-time lock of NOTIFY.  Channel names carry 128 random bits
+ * and are only ever returned to the follower, and the table is not readable
+ * by others, so another role cannot listen in; the payload holds the entry,
+ * its id being the cursor for jobs.logs(after_id => ...), in at most
+ * PAYLOAD_MAX (7000) bytes after JSON escaping, whatever the entry and its
+ * task id hold, so that NOTIFY never fails a write.
  *
  * Locking: no locks of our own.  Rows of jobs.log_follower belong to one
  * backend (pid); dead backends' rows are purged by the next jobs.follow().
@@ -76,6 +86,7 @@
 #include "utils/timestamp.h"
 
 #include "pg_jobs.h"
+#include "privilege.h"
 
 PG_FUNCTION_INFO_V1(pg_jobs_log);
 PG_FUNCTION_INFO_V1(pg_jobs_log_write);
@@ -94,11 +105,6 @@ char	   *PgJobsRunningTaskId = NULL;
 
 /* at most this many follow filters per session */
 #define MAX_FOLLOWERS_PER_SESSION 100
-
-/* parts of the NOTIFY payload are cut to these many bytes */
-#define PAYLOAD_MESSAGE_MAX	2000
-#define PAYLOAD_SOURCE_MAX	200
-#define PAYLOAD_FIELDS_MAX	3000
 
 static const char *const level_names[PGJOBS_LOG_NLEVELS] = {
 	"debug", "info", "notice", "warning", "error"
@@ -133,6 +139,7 @@ static SeqCache seq_cache = {InvalidLocalTransactionId};
 static SPIPlanPtr last_plan = NULL;
 static SPIPlanPtr insert_plan = NULL;
 static SPIPlanPtr followers_plan = NULL;
+static SPIPlanPtr job_owner_plan = NULL;
 static SPIPlanPtr job_plan = NULL;
 static SPIPlanPtr purge_plan = NULL;
 static SPIPlanPtr count_followers_plan = NULL;
@@ -309,33 +316,130 @@ lookup_job(const char *task_id, char **owner)
 }
 
 /*
- * append_payload
- *		The NOTIFY payload of an entry: a JSON object that always fits
- *		NOTIFY's 8000-byte limit (long parts are cut, "truncated" says so).
+ * The NOTIFY payload of an entry is a JSON object of at most PAYLOAD_MAX
+ * bytes, whatever the entry and its task id hold, so that NOTIFY (which
+ * refuses payloads of 8000 bytes and more) never fails a write.  Each part
+ * is bounded after JSON escaping, which can turn one byte into six (a
+ * control character becomes \u0001):
+ *	- task_id: whole when its escaped form takes at most PAYLOAD_TASK_ID_MAX
+ *	  bytes (room for any task id of 255 bytes, each escaped to six), else
+ *	  null (a cut id would name another job; the channel still says which
+ *	  job the entry belongs to);
+ *	- source and message: cut at a character boundary to at most
+ *	  PAYLOAD_SOURCE_MAX and PAYLOAD_MESSAGE_MAX escaped bytes;
+ *	- fields: whole when its JSON text takes at most PAYLOAD_FIELDS_MAX
+ *	  bytes, else left out;
+ * and "truncated": true says that something was cut or left out.  The
+ * static assertions below prove that the parts and the frame around them
+ * (keys, punctuation, id, time, level) fit PAYLOAD_MAX.
  */
-static void
-append_cut(StringInfo buf, const char *key, const char *value, int max,
-		   bool *cut)
+#define PAYLOAD_MAX			7000
+#define PAYLOAD_TASK_ID_MAX	1536
+#define PAYLOAD_SOURCE_MAX	200
+#define PAYLOAD_MESSAGE_MAX	2000
+#define PAYLOAD_FIELDS_MAX	3000
+#define PAYLOAD_FRAME_MAX \
+	(sizeof("{\"id\": , \"task_id\": \"\", \"at\": \"\", \"level\": \"\", " \
+			"\"source\": \"\", \"message\": \"\", \"fields\": , " \
+			"\"truncated\": true}") - 1 \
+	 + 20						/* an int64 */ \
+	 + MAXDATELEN				/* JsonEncodeDateTime() */ \
+	 + 7)						/* "warning" */
+
+StaticAssertDecl(PAYLOAD_FRAME_MAX + PAYLOAD_TASK_ID_MAX + PAYLOAD_SOURCE_MAX +
+				 PAYLOAD_MESSAGE_MAX + PAYLOAD_FIELDS_MAX <= PAYLOAD_MAX,
+				 "the parts of a log NOTIFY payload do not fit PAYLOAD_MAX");
+StaticAssertDecl(PAYLOAD_MAX < 8000,
+				 "PAYLOAD_MAX must stay below NOTIFY's payload limit");
+
+/*
+ * json_escape_char
+ *		The JSON-escaped form of the character at p, as escape_json() writes
+ *		it: sets *out (esc, or p itself) and *inlen, returns its length.
+ *		A multibyte character is copied whole (in server encodings no byte
+ *		of one is ASCII).
+ */
+static int
+json_escape_char(const char *p, char *esc, const char **out, int *inlen)
 {
-	appendStringInfo(buf, ", \"%s\": ", key);
-	if (value == NULL)
-		appendStringInfoString(buf, "null");
-	else
+	*out = esc;
+	*inlen = 1;
+	if (IS_HIGHBIT_SET(*p))
 	{
-		int			len = strlen(value);
-
-		if (len > max)
-		{
-			char	   *part = pnstrdup(value, pg_mbcliplen(value, len, max));
-
-			escape_json(buf, part);
-			*cut = true;
-		}
-		else
-			escape_json(buf, value);
+		*out = p;
+		*inlen = pg_encoding_mblen_bounded(GetDatabaseEncoding(), p);
+		return *inlen;
+	}
+	esc[0] = '\\';
+	switch (*p)
+	{
+		case '\b':
+			esc[1] = 'b';
+			return 2;
+		case '\f':
+			esc[1] = 'f';
+			return 2;
+		case '\n':
+			esc[1] = 'n';
+			return 2;
+		case '\r':
+			esc[1] = 'r';
+			return 2;
+		case '\t':
+			esc[1] = 't';
+			return 2;
+		case '"':
+		case '\\':
+			esc[1] = *p;
+			return 2;
+		default:
+			if ((unsigned char) *p < ' ')
+				return snprintf(esc, 7, "\\u%04x", (int) *p);
+			esc[0] = *p;
+			return 1;
 	}
 }
 
+/*
+ * append_json_cut
+ *		Append value (NULL: null) as a JSON string whose contents take at
+ *		most max bytes once escaped, cut at a character boundary; sets *cut
+ *		when it had to cut.
+ */
+static void
+append_json_cut(StringInfo buf, const char *value, int max, bool *cut)
+{
+	int			used = 0;
+
+	if (value == NULL)
+	{
+		appendStringInfoString(buf, "null");
+		return;
+	}
+	appendStringInfoCharMacro(buf, '"');
+	for (const char *p = value; *p != '\0';)
+	{
+		char		esc[7];
+		const char *out;
+		int			inlen;
+		int			outlen = json_escape_char(p, esc, &out, &inlen);
+
+		if (used + outlen > max)
+		{
+			*cut = true;
+			break;
+		}
+		appendBinaryStringInfo(buf, out, outlen);
+		used += outlen;
+		p += inlen;
+	}
+	appendStringInfoCharMacro(buf, '"');
+}
+
+/*
+ * build_payload
+ *		The NOTIFY payload of an entry (see above), palloc'd.
+ */
 static char *
 build_payload(int64 entry_id, const char *task_id, Datum at, int level,
 			  const char *source, const char *message, Jsonb *fields)
@@ -343,15 +447,26 @@ build_payload(int64 entry_id, const char *task_id, Datum at, int level,
 	StringInfoData buf;
 	char		datebuf[MAXDATELEN + 1];
 	bool		cut = false;
+	bool		id_cut = false;
+	int			mark;
 
 	initStringInfo(&buf);
 	appendStringInfo(&buf, "{\"id\": " INT64_FORMAT ", \"task_id\": ", entry_id);
-	escape_json(&buf, task_id);
-	appendStringInfo(&buf, ", \"at\": \"%s\", \"level\": \"%s\"",
+	mark = buf.len;
+	append_json_cut(&buf, task_id, PAYLOAD_TASK_ID_MAX, &id_cut);
+	if (id_cut)
+	{
+		buf.len = mark;
+		buf.data[mark] = '\0';
+		appendStringInfoString(&buf, "null");
+		cut = true;
+	}
+	appendStringInfo(&buf, ", \"at\": \"%s\", \"level\": \"%s\", \"source\": ",
 					 JsonEncodeDateTime(datebuf, at, TIMESTAMPTZOID, NULL),
 					 level_names[level]);
-	append_cut(&buf, "source", source, PAYLOAD_SOURCE_MAX, &cut);
-	append_cut(&buf, "message", message, PAYLOAD_MESSAGE_MAX, &cut);
+	append_json_cut(&buf, source, PAYLOAD_SOURCE_MAX, &cut);
+	appendStringInfoString(&buf, ", \"message\": ");
+	append_json_cut(&buf, message, PAYLOAD_MESSAGE_MAX, &cut);
 	if (fields != NULL)
 	{
 		char	   *text = JsonbToCString(NULL, &fields->root, VARSIZE(fields));
@@ -364,13 +479,52 @@ build_payload(int64 entry_id, const char *task_id, Datum at, int level,
 	if (cut)
 		appendStringInfoString(&buf, ", \"truncated\": true");
 	appendStringInfoChar(&buf, '}');
+	Assert(buf.len <= PAYLOAD_MAX);
 	return buf.data;
+}
+
+/*
+ * current_job
+ *		The task id and current owner (NULL = unowned) of job_id, palloc'd;
+ *		false when the job no longer exists.  Must be called inside SPI, as
+ *		the owner of jobs.job_log (who owns jobs.job too: no row-level
+ *		security hides the job).
+ */
+static bool
+current_job(int64 job_id, char **task_id, char **owner)
+{
+	Oid			argtypes[1] = {INT8OID};
+	Datum		args[1];
+	bool		isnull;
+	Datum		d;
+	int			ret;
+
+	PgJobsPreparePlan(&job_owner_plan,
+				 "SELECT j.task_id, j.owner FROM jobs.job j "
+				 "WHERE j.id OPERATOR(pg_catalog.=) $1",
+				 1, argtypes);
+	args[0] = Int64GetDatum(job_id);
+	ret = SPI_execute_plan(job_owner_plan, args, NULL, false, 1);
+	if (ret != SPI_OK_SELECT)
+		elog(ERROR, "pg_jobs: job lookup failed: %s", SPI_result_code_string(ret));
+	if (SPI_processed == 0)
+		return false;
+	*task_id = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+	d = heap_getattr(SPI_tuptable->vals[0], 2, SPI_tuptable->tupdesc, &isnull);
+	*owner = isnull ? NULL : pstrdup(NameStr(*DatumGetName(d)));
+	return true;
 }
 
 /*
  * notify_followers
  *		NOTIFY every live follower of the job whose filter matches the entry
- *		and whose role may still see the job.  Must be called inside SPI.
+ *		and whose role may see the job now.  Must be called inside SPI, as
+ *		the owner of jobs.job_log.
+ *
+ * Who may see the job is decided by its current owner, read here, not by
+ * the owner recorded at follow time: an admin may have handed the job to
+ * another role since.  The job is read only once a follower's filter
+ * matches, so followers of other levels or sources cost no lookup.
  */
 static void
 notify_followers(int64 job_id, int64 entry_id, Datum at, int level,
@@ -381,9 +535,13 @@ notify_followers(int64 job_id, int64 entry_id, Datum at, int level,
 	int			ret;
 	uint64		n;
 	SPITupleTable *tt;
+	bool		job_read = false;
+	char	   *task_id = NULL;
+	char	   *owner = NULL;
+	char	   *payload = NULL;
 
 	PgJobsPreparePlan(&followers_plan,
-				 "SELECT channel, task_id, owner, roleid, pid, min_level, source "
+				 "SELECT channel, roleid, pid, min_level, source "
 				 "FROM jobs.log_follower WHERE job_id OPERATOR(pg_catalog.=) $1",
 				 1, argtypes);
 	args[0] = Int64GetDatum(job_id);
@@ -392,43 +550,46 @@ notify_followers(int64 job_id, int64 entry_id, Datum at, int level,
 		elog(ERROR, "pg_jobs: follower lookup failed: %s", SPI_result_code_string(ret));
 	if (SPI_processed == 0)
 		return;					/* the common case: nobody follows */
-
 	n = SPI_processed;
 	tt = SPI_tuptable;
+
 	for (uint64 i = 0; i < n; i++)
 	{
 		HeapTuple	tup = tt->vals[i];
 		TupleDesc	td = tt->tupdesc;
 		bool		isnull;
-		char	   *channel;
-		char	   *task_id;
-		char	   *owner;
 		char	   *want_source;
-		Datum		d;
 		Oid			roleid;
 		int			pid;
 		int			min_level;
 
-		min_level = DatumGetInt16(heap_getattr(tup, 6, td, &isnull));
+		min_level = DatumGetInt16(heap_getattr(tup, 4, td, &isnull));
 		if (level < min_level)
 			continue;
-		want_source = SPI_getvalue(tup, td, 7);
+		want_source = SPI_getvalue(tup, td, 5);
 		if (want_source != NULL &&
 			(source == NULL || strcmp(source, want_source) != 0))
 			continue;
-		pid = DatumGetInt32(heap_getattr(tup, 5, td, &isnull));
+		pid = DatumGetInt32(heap_getattr(tup, 3, td, &isnull));
 		if (BackendPidGetProc(pid) == NULL)
 			continue;			/* gone; purged by the next follow() */
-		roleid = DatumGetObjectId(heap_getattr(tup, 4, td, &isnull));
-		d = heap_getattr(tup, 3, td, &isnull);
-		owner = isnull ? NULL : NameStr(*DatumGetName(d));
-		if (owner != NULL && !PgJobsMayActFor(roleid, owner))
-			continue;			/* no longer allowed to see the job */
 
-		channel = SPI_getvalue(tup, td, 1);
-		task_id = SPI_getvalue(tup, td, 2);
-		Async_Notify(channel, build_payload(entry_id, task_id, at, level,
-											source, message, fields));
+		/* the job as it is now, once, for the first follower that matches */
+		if (!job_read)
+		{
+			job_read = true;
+			if (!current_job(job_id, &task_id, &owner))
+				return;			/* the job is gone: nobody may see it */
+		}
+		roleid = DatumGetObjectId(heap_getattr(tup, 2, td, &isnull));
+		/* as jobs._visible(): unowned jobs are everyone's */
+		if (owner != NULL && !PgJobsMayActFor(roleid, owner))
+			continue;
+
+		if (payload == NULL)
+			payload = build_payload(entry_id, task_id, at, level, source,
+									message, fields);
+		Async_Notify(SPI_getvalue(tup, td, 1), payload);
 	}
 }
 
@@ -495,8 +656,11 @@ newest_entry(int64 job_id, bool *is_note)
 
 	*is_note = false;
 	PgJobsPreparePlan(&last_plan,
-				 "SELECT l.seq, l.source IS NOT DISTINCT FROM '" LOG_SOURCE_PGJOBS "' "
-				 "AND l.fields OPERATOR(pg_catalog.?) 'max_entries' "
+				 "SELECT l.seq, "
+				 "COALESCE(l.source OPERATOR(pg_catalog.=) "
+				 "'" LOG_SOURCE_PGJOBS "'::pg_catalog.text "
+				 "AND l.fields OPERATOR(pg_catalog.?) 'max_entries'::pg_catalog.text, "
+				 "false) "
 				 "FROM jobs.job_log l WHERE l.job_id OPERATOR(pg_catalog.=) $1 "
 				 "ORDER BY l.id DESC LIMIT 1",
 				 1, argtypes);
@@ -532,8 +696,7 @@ int64
 PgJobsLogWrite(int64 job_id, int level, const char *source,
 			   const char *message, Jsonb *fields, TimestampTz at)
 {
-	Oid			save_userid;
-	int			save_sec;
+	PgJobsRunAs ra;
 	int64		entry_id = 0;
 	int32		last_seq = 0;
 	bool		last_is_note = false;
@@ -541,10 +704,7 @@ PgJobsLogWrite(int64 job_id, int level, const char *source,
 
 	Assert(level >= 0 && level < PGJOBS_LOG_NLEVELS);
 
-	GetUserIdAndSecContext(&save_userid, &save_sec);
-	SetUserIdAndSecContext(log_table_owner(),
-						   save_sec | SECURITY_LOCAL_USERID_CHANGE |
-						   SECURITY_RESTRICTED_OPERATION);
+	PgJobsBecome(&ra, log_table_owner(), NULL);
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "pg_jobs: SPI_connect failed");
 
@@ -589,7 +749,7 @@ PgJobsLogWrite(int64 job_id, int level, const char *source,
 	seq_cache.last_is_note = last_is_note;
 
 	SPI_finish();
-	SetUserIdAndSecContext(save_userid, save_sec);
+	PgJobsRestore(&ra);
 	return entry_id;
 }
 
@@ -730,8 +890,7 @@ pg_jobs_follow(PG_FUNCTION_ARGS)
 	unsigned char rnd[16];
 	char		channel[NAMEDATALEN];
 	static const char hex[] = "0123456789abcdef";
-	Oid			save_userid;
-	int			save_sec;
+	PgJobsRunAs ra;
 	Oid			roleid = GetUserId();
 	int			ret;
 
@@ -764,10 +923,7 @@ pg_jobs_follow(PG_FUNCTION_ARGS)
 	}
 	channel[12 + 2 * sizeof(rnd)] = '\0';
 
-	GetUserIdAndSecContext(&save_userid, &save_sec);
-	SetUserIdAndSecContext(log_table_owner(),
-						   save_sec | SECURITY_LOCAL_USERID_CHANGE |
-						   SECURITY_RESTRICTED_OPERATION);
+	PgJobsBecome(&ra, log_table_owner(), NULL);
 	{
 		Oid			addtypes[8] = {TEXTOID, INT8OID, TEXTOID, NAMEOID, OIDOID,
 								   INT4OID, INT2OID, TEXTOID};
@@ -778,7 +934,7 @@ pg_jobs_follow(PG_FUNCTION_ARGS)
 		/* followers whose session has ended */
 		PgJobsPreparePlan(&purge_plan,
 					 "DELETE FROM jobs.log_follower f WHERE NOT EXISTS "
-					 "(SELECT 1 FROM pg_catalog.pg_stat_get_activity(NULL::integer) a "
+					 "(SELECT 1 FROM pg_catalog.pg_stat_get_activity(NULL::pg_catalog.int4) a "
 					 " WHERE a.pid OPERATOR(pg_catalog.=) f.pid)",
 					 0, NULL);
 		ret = SPI_execute_plan(purge_plan, NULL, NULL, false, 0);
@@ -815,6 +971,7 @@ pg_jobs_follow(PG_FUNCTION_ARGS)
 		args[0] = CStringGetTextDatum(channel);
 		args[1] = Int64GetDatum(job_id);
 		args[2] = CStringGetTextDatum(task_id);
+		/* the owner now, for inspection; notify_followers reads it anew */
 		args[3] = owner ? CStringGetDatum(owner) : (Datum) 0;
 		if (owner == NULL)
 			nulls[3] = 'n';
@@ -829,7 +986,7 @@ pg_jobs_follow(PG_FUNCTION_ARGS)
 			elog(ERROR, "pg_jobs: follower insert failed: %s", SPI_result_code_string(ret));
 	}
 	SPI_finish();
-	SetUserIdAndSecContext(save_userid, save_sec);
+	PgJobsRestore(&ra);
 
 	Async_Listen(channel);
 	PG_RETURN_TEXT_P(cstring_to_text(channel));
@@ -847,23 +1004,19 @@ pg_jobs_unfollow(PG_FUNCTION_ARGS)
 	Oid			argtypes[2] = {INT4OID, TEXTOID};
 	Datum		args[2];
 	char		nulls[2] = "  ";
-	Oid			save_userid;
-	int			save_sec;
+	PgJobsRunAs ra;
 	List	   *channels = NIL;
 	ListCell   *lc;
 	MemoryContext caller_cxt = CurrentMemoryContext;
 	int			ret;
 
-	GetUserIdAndSecContext(&save_userid, &save_sec);
-	SetUserIdAndSecContext(log_table_owner(),
-						   save_sec | SECURITY_LOCAL_USERID_CHANGE |
-						   SECURITY_RESTRICTED_OPERATION);
+	PgJobsBecome(&ra, log_table_owner(), NULL);
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "pg_jobs: SPI_connect failed");
 	PgJobsPreparePlan(&unfollow_plan,
 				 "DELETE FROM jobs.log_follower "
 				 "WHERE pid OPERATOR(pg_catalog.=) $1 "
-				 "AND ($2::text IS NULL OR channel OPERATOR(pg_catalog.=) $2) "
+				 "AND ($2 IS NULL OR channel OPERATOR(pg_catalog.=) $2) "
 				 "RETURNING channel",
 				 2, argtypes);
 	args[0] = Int32GetDatum(MyProcPid);
@@ -886,7 +1039,7 @@ pg_jobs_unfollow(PG_FUNCTION_ARGS)
 		MemoryContextSwitchTo(old);
 	}
 	SPI_finish();
-	SetUserIdAndSecContext(save_userid, save_sec);
+	PgJobsRestore(&ra);
 
 	foreach(lc, channels)
 		Async_Unlisten((char *) lfirst(lc));
