@@ -101,6 +101,9 @@ WHERE task_id IN (:'before', :'dirty', :'dirty2', :'after');
 --
 CREATE FUNCTION public.sb_stubborn(job jobs.job) RETURNS jsonb LANGUAGE plpgsql AS $$
 BEGIN
+    IF job.input ? 'train' THEN
+        RETURN '{}';    -- quick: teaches the worker that this type is fast
+    END IF;
     LOOP
         BEGIN
             PERFORM pg_sleep(10);
@@ -132,12 +135,15 @@ SELECT finished(:'sw');
 SELECT result->>'error_type' AS error_type, result->>'error_message' AS error_message
 FROM jobs.job WHERE task_id = :'sw';
 
--- warm the worker's batch size up, then one stubborn job among quick ones
+-- One stubborn job claimed in a batch with quick ones: jobs of both types
+-- have run quickly before (the worker claims a batch only of work it
+-- expects to be short) and the batch size has grown.
 BEGIN;
-SELECT count(*) FROM jobs.enqueue_many('sb_count', (SELECT jsonb_agg(jsonb_build_object('n', i)) FROM generate_series(1, 7) i),
+SELECT count(*) FROM jobs.enqueue_many('sb_count', (SELECT jsonb_agg(jsonb_build_object('n', i)) FROM generate_series(1, 4) i),
                                        owner => 'sb_alice');
+SELECT count(*) FROM jobs.enqueue_many('sb_stubborn', '[{"train": 1}, {"train": 2}, {"train": 3}]', owner => 'sb_alice');
 SELECT task_id AS stubborn FROM jobs.enqueue('sb_stubborn', owner => 'sb_alice') \gset
-SELECT count(*) FROM jobs.enqueue_many('sb_count', (SELECT jsonb_agg(jsonb_build_object('n', i)) FROM generate_series(8, 12) i),
+SELECT count(*) FROM jobs.enqueue_many('sb_count', (SELECT jsonb_agg(jsonb_build_object('n', i)) FROM generate_series(5, 12) i),
                                        owner => 'sb_alice');
 COMMIT;
 SELECT finished(:'stubborn');
@@ -147,6 +153,9 @@ FROM jobs.job WHERE task_id = :'stubborn';
 SELECT wait_for($$(SELECT count(*) = 12 FROM jobs.job WHERE task_type = 'sb_count' AND status = 'success')$$) AS quick_jobs_all_succeeded;
 SELECT count(*) AS runs, count(DISTINCT task_id) AS jobs FROM public.sb_runs;
 SELECT count(*) AS over_max_attempts FROM jobs.job WHERE task_type = 'sb_count' AND attempts > max_attempts;
+-- they were requeued without being charged an attempt
+SELECT count(*) >= 1 AS some_were_requeued_with_the_stubborn_one FROM jobs.job
+WHERE task_type = 'sb_count' AND last_error->>'error_type' = 'worker_stopped';
 
 -- a forced cancel of a handler without a timeout that will not stop
 SELECT task_id AS forever FROM jobs.enqueue('sb_stubborn_forever', owner => 'sb_alice') \gset
@@ -165,24 +174,24 @@ CREATE SEQUENCE public.sb_forever_ran;
 GRANT USAGE ON SEQUENCE public.sb_forever_ran TO PUBLIC;
 CREATE FUNCTION public.sb_forever(job jobs.job) RETURNS jsonb LANGUAGE plpgsql AS $$
 BEGIN
+    IF job.input ? 'train' THEN
+        RETURN '{}';
+    ELSIF job.input ? 'sleep' THEN
+        PERFORM pg_sleep(0.1);
+        RETURN '{}';
+    END IF;
     PERFORM nextval('public.sb_forever_ran');  -- not undone by a rollback
     LOOP
         PERFORM pg_sleep(10);
     END LOOP;
 END $$;
-CREATE FUNCTION public.sb_sleep(job jobs.job) RETURNS jsonb LANGUAGE sql AS $$
-    SELECT '{}'::jsonb FROM pg_sleep(0.1)
-$$;
 SELECT name FROM jobs.register_task_type('sb_forever', 'public.sb_forever(jobs.job)');
-SELECT name FROM jobs.register_task_type('sb_sleep', 'public.sb_sleep(jobs.job)');
--- warm the batch size up, so that the next claim takes the sleepers and F together
-SELECT count(*) FROM jobs.enqueue_many('sb_count', (SELECT jsonb_agg(jsonb_build_object('n', i)) FROM generate_series(1, 63) i),
-                                       owner => 'sb_alice');
-SELECT wait_for($$(SELECT count(*) = 0 FROM jobs.job WHERE task_type = 'sb_count' AND status IN ('pending', 'started'))$$) AS warmed;
+-- quick runs of the type first (the worker then expects it to be short, and
+-- its batch size grows), then ten sleepers and F in one claimed batch
 BEGIN;
-SELECT count(*) FROM jobs.enqueue_many('sb_count', (SELECT jsonb_agg(jsonb_build_object('n', i)) FROM generate_series(1, 40) i),
+SELECT count(*) FROM jobs.enqueue_many('sb_forever', (SELECT jsonb_agg(jsonb_build_object('train', i)) FROM generate_series(1, 31) i),
                                        owner => 'sb_alice');
-SELECT count(*) FROM jobs.enqueue_many('sb_sleep', (SELECT jsonb_agg(jsonb_build_object('n', i)) FROM generate_series(1, 10) i),
+SELECT count(*) FROM jobs.enqueue_many('sb_forever', (SELECT jsonb_agg(jsonb_build_object('sleep', i)) FROM generate_series(1, 10) i),
                                        owner => 'sb_alice');
 SELECT task_id AS f FROM jobs.enqueue('sb_forever', owner => 'sb_alice') \gset
 SELECT count(*) FROM jobs.enqueue_many('sb_count', (SELECT jsonb_agg(jsonb_build_object('n', i)) FROM generate_series(1, 5) i),
@@ -190,9 +199,9 @@ SELECT count(*) FROM jobs.enqueue_many('sb_count', (SELECT jsonb_agg(jsonb_build
 COMMIT;
 -- F is claimed (started) while the sleepers before it run
 SELECT wait_for(format($$(SELECT status = 'started' FROM jobs.job WHERE task_id = %L)$$, :'f')) AS f_claimed;
-SELECT (SELECT count(*) FROM jobs.job WHERE task_type = 'sb_sleep' AND status = 'success') < 10 AS sleepers_still_running;
+SELECT (SELECT count(*) FROM jobs.job WHERE input ? 'sleep' AND status = 'success') < 10 AS sleepers_still_running;
 SELECT status FROM jobs.cancel(:'f', force => true);
-SELECT wait_for($$(SELECT count(*) = 0 FROM jobs.job WHERE task_type IN ('sb_sleep', 'sb_count') AND status IN ('pending', 'started'))$$)
+SELECT wait_for($$(SELECT count(*) = 0 FROM jobs.job WHERE task_type IN ('sb_forever', 'sb_count') AND status IN ('pending', 'started'))$$)
        AS nothing_waits_behind_it;
 SELECT status FROM jobs.job WHERE task_id = :'f';
 SELECT is_called AS handler_ran FROM public.sb_forever_ran;
@@ -201,3 +210,24 @@ ALTER SYSTEM RESET pg_jobs.workers;
 ALTER SYSTEM RESET pg_jobs.interrupt_grace;
 SELECT pg_reload_conf();
 SELECT wait_for($$(SELECT count(*) = 2 FROM jobs._worker_slots())$$) AS two_workers_again;
+
+CREATE FUNCTION public.sb_sleep(job jobs.job) RETURNS jsonb LANGUAGE sql AS $$
+    SELECT '{}'::jsonb FROM pg_sleep(0.1)
+$$;
+SELECT name FROM jobs.register_task_type('sb_sleep', 'public.sb_sleep(jobs.job)');
+
+--
+-- Claims stay within a short budget of expected work: slow jobs behind a
+-- burst of quick ones are spread over the idle workers, not hoarded by the
+-- worker whose batch had grown on the quick ones.
+--
+BEGIN;
+SELECT count(*) FROM jobs.enqueue_many('sb_count', (SELECT jsonb_agg(jsonb_build_object('n', i)) FROM generate_series(1, 300) i),
+                                       owner => 'sb_alice');
+SELECT count(*) FROM jobs.enqueue_many('sb_sleep', (SELECT jsonb_agg(jsonb_build_object('spread', i)) FROM generate_series(1, 40) i),
+                                       owner => 'sb_alice');
+COMMIT;
+SELECT wait_for($$(SELECT count(*) = 0 FROM jobs.job WHERE task_type IN ('sb_sleep', 'sb_count') AND status IN ('pending', 'started'))$$) AS drained;
+SELECT count(DISTINCT worker) AS workers, min(n) >= 10 AS each_ran_its_share
+FROM (SELECT worker, count(*) AS n FROM jobs.job
+      WHERE task_type = 'sb_sleep' AND input ? 'spread' GROUP BY worker) w;

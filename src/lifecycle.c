@@ -147,6 +147,25 @@ static int64 moving_job_id = -1;
 static LocalTransactionId moving_lxid = InvalidLocalTransactionId;
 static CommandId moving_cid = InvalidCommandId;
 
+/* the job whose next started -> pending move gives its attempt back */
+static int64 refund_job_id = -1;
+static LocalTransactionId refund_lxid = InvalidLocalTransactionId;
+
+/*
+ * PgJobsRefundAttempt
+ *		The next started -> pending move of job_id in this transaction is a
+ *		requeue of a job whose handler did not fail (a shutdown, or a worker
+ *		that stopped before or while running it): it gives back the attempt
+ *		the claim charged.  Only the engine's C code calls this, so no
+ *		client can have its own attempts given back.
+ */
+void
+PgJobsRefundAttempt(int64 job_id)
+{
+	refund_job_id = job_id;
+	refund_lxid = MyProc->lxid;
+}
+
 /* cached plans */
 static SPIPlanPtr type_plan = NULL;
 static SPIPlanPtr source_plan = NULL;
@@ -1254,6 +1273,13 @@ pg_jobs_job_before_update(PG_FUNCTION_ARGS)
 		{
 			/* started -> pending: a retry or a recovery; wait afresh */
 			nulls[0] = true;
+			/* a requeue that took no attempt gives back the one it was charged */
+			if (refund_lxid == MyProc->lxid &&
+				refund_job_id == DatumGetInt64(heap_getattr(oldtup, a->id, tupdesc, &isnull)))
+			{
+				vals[2] = Int32GetDatum(Max(DatumGetInt32(vals[2]) - 1, 0));
+				refund_job_id = -1;
+			}
 			cols[n] = a->worker;
 			nulls[n++] = true;
 			cols[n] = a->lease_until;

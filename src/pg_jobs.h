@@ -92,6 +92,7 @@ extern int	PgJobsExecuteToDest(SPIPlanPtr plan, int nargs, const Oid *argtypes,
 
 /* lifecycle.c */
 extern const char *JobStatusName(JobStatus s);
+extern void PgJobsRefundAttempt(int64 job_id);
 
 /* shmem.c: shared state of the launcher and workers */
 #define PGJOBS_MAX_WORKERS			64

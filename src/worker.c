@@ -85,6 +85,7 @@
 
 #define TICK_MS 100
 #define BATCH_BUDGET_MS 50		/* most time one transaction spends on a batch */
+#define CLAIM_BUDGET_MS 100		/* most expected work a worker claims at once */
 
 typedef enum InterruptReason
 {
@@ -152,6 +153,7 @@ typedef struct ClaimedJob
 {
 	int64		id;
 	char	   *task_id;
+	char	   *task_type;
 	int16		priority;
 	Datum		row;			/* the jobs.job row, as claimed */
 	Oid			handler;		/* InvalidOid if the type lost its handler */
@@ -171,6 +173,53 @@ static int64 *succ_ids = NULL;
 static Datum *succ_results = NULL;
 static bool *succ_nulls = NULL;
 static int	nsucc = 0;
+
+/*
+ * How long each task type's handler takes, as this worker measured it (an
+ * exponentially weighted mean of its runs), for the claim's budget.
+ */
+#define TYPE_KEYSIZE	128
+typedef struct TypeTiming
+{
+	char		name[TYPE_KEYSIZE];	/* hash key (longer names cut) */
+	double		avg_ms;
+} TypeTiming;
+
+static HTAB *type_timing = NULL;
+
+static double
+expected_ms(const char *type)
+{
+	char		key[TYPE_KEYSIZE] = {0};
+	TypeTiming *t;
+
+	if (type_timing == NULL)
+		return CLAIM_BUDGET_MS;
+	strlcpy(key, type, TYPE_KEYSIZE);
+	t = hash_search(type_timing, key, HASH_FIND, NULL);
+	return t ? t->avg_ms : CLAIM_BUDGET_MS;
+}
+
+static void
+record_ms(const char *type, double ms)
+{
+	char		key[TYPE_KEYSIZE] = {0};
+	TypeTiming *t;
+	bool		found;
+
+	if (type_timing == NULL)
+	{
+		HASHCTL		ctl;
+
+		ctl.keysize = TYPE_KEYSIZE;
+		ctl.entrysize = sizeof(TypeTiming);
+		type_timing = hash_create("pg_jobs task type timings", 64, &ctl,
+								  HASH_ELEM | HASH_STRINGS);
+	}
+	strlcpy(key, type, TYPE_KEYSIZE);
+	t = hash_search(type_timing, key, HASH_ENTER, &found);
+	t->avg_ms = found ? 0.7 * t->avg_ms + 0.3 * ms : ms;
+}
 
 static int
 claimed_job_cmp(const void *a, const void *b)
@@ -473,10 +522,13 @@ job_run_fields(ClaimedJob *job, HeapTuple tup, TupleDesc td, int first)
 static int
 claim_jobs(ClaimedJob *jobs, int max, long *sleep_ms)
 {
+	static SPIPlanPtr lock_plan = NULL;
 	static SPIPlanPtr claim_plan = NULL;
 	static SPIPlanPtr next_plan = NULL;
-	Oid			argtypes[2] = {TEXTOID, INT4OID};
-	Datum		args[2];
+	static Datum locked_ids[PGJOBS_MAX_BATCH];
+	Oid			lock_argtypes[1] = {INT4OID};
+	Datum		lock_args[1];
+	int			nlocked;
 	int			n = 0;
 	bool		isnull;
 	volatile int ret = 0;
@@ -494,58 +546,40 @@ claim_jobs(ClaimedJob *jobs, int max, long *sleep_ms)
 						pg_jobs_database, my_slotno)));
 		proc_exit(0);
 	}
-	if (claim_plan == NULL)
+	if (lock_plan == NULL)
 	{
 		/*
-		 * The candidates are read per task type with a handler, each from
-		 * the head of its own (task_type, priority, id) index range, and
-		 * merged: jobs of types without a handler (an external queue's or a
-		 * tracked Celery backlog) are never stepped over, however many are
-		 * pending.  Each type's scan locks at most the batch size; the
-		 * rows beyond the merged head stay locked only until the claim
-		 * commits.
+		 * Step 1, lock the candidates: read per task type with a handler,
+		 * each from the head of its own (task_type, priority, id) index
+		 * range, and merged: jobs of types without a handler (an external
+		 * queue's or a tracked Celery backlog) are never stepped over,
+		 * however many are pending.  Each type's scan locks at most the
+		 * batch size; the rows beyond the merged head, and those the budget
+		 * below leaves out, stay locked only until the claim commits, and
+		 * stay pending.
 		 *
 		 * Always a custom plan: a generic one cannot see the LIMIT and may
 		 * sort the whole pending set instead of reading the head of the
-		 * index.  The UPDATE takes the chosen ids as an
-		 * array, so it is an index lookup by id whatever the statistics
-		 * say: as a join with the CTE, stale statistics (few pending jobs
-		 * right after a burst of enqueues) made the planner loop over every
-		 * pending job once per claimed one.  Its status test names both
-		 * states of job_hot: it prunes to job_hot as well, but implies none
-		 * of the partial indexes on pending jobs, which the planner would
-		 * otherwise read whole and filter by id.  (The CTE has locked the
-		 * rows as pending; nobody can change them before the UPDATE.)
+		 * index.
 		 */
 		SPIPlanPtr	p = SPI_prepare_cursor(
-								 "WITH n AS MATERIALIZED ("
-								 "  SELECT x.id FROM jobs.task_type t "
-								 "  CROSS JOIN LATERAL ("
-								 "    SELECT c.id, c.priority FROM jobs.job_hot c "
-								 "    WHERE c.task_type OPERATOR(pg_catalog.=) t.name "
-								 "      AND c.status OPERATOR(pg_catalog.=) 'pending' "
-								 "      AND c.run_at OPERATOR(pg_catalog.<=) pg_catalog.now() "
-								 "    ORDER BY c.priority, c.id LIMIT $2 "
-								 "    FOR UPDATE OF c SKIP LOCKED) x "
-								 "  WHERE t.handler IS NOT NULL "
-								 "  ORDER BY x.priority, x.id LIMIT $2) "
-								 "UPDATE jobs.job j SET status = 'started', worker = $1 "
-								 "FROM jobs.task_type t "
-								 "WHERE j.id OPERATOR(pg_catalog.=) ANY (ARRAY(SELECT n.id FROM n)) "
-								 "  AND j.status OPERATOR(pg_catalog.=) ANY ('{pending,started}'::jobs.status[]) "
-								 "  AND t.name OPERATOR(pg_catalog.=) j.task_type "
-								 "RETURNING j.id, j.task_id, j.priority, j, t.handler::pg_catalog.oid, "
-								 "  COALESCE(j.owner, t.run_as)::pg_catalog.text, "
-								 "  (pg_catalog.date_part('epoch', t.timeout) OPERATOR(pg_catalog.*) 1000)::pg_catalog.int8, "
-								 "  j.attempts, j.max_attempts",
-								 2, argtypes, CURSOR_OPT_CUSTOM_PLAN);
+								 "SELECT x.id, x.task_type FROM jobs.task_type t "
+								 "CROSS JOIN LATERAL ("
+								 "  SELECT c.id, c.priority, c.task_type FROM jobs.job_hot c "
+								 "  WHERE c.task_type OPERATOR(pg_catalog.=) t.name "
+								 "    AND c.status OPERATOR(pg_catalog.=) 'pending' "
+								 "    AND c.run_at OPERATOR(pg_catalog.<=) pg_catalog.now() "
+								 "  ORDER BY c.priority, c.id LIMIT $1 "
+								 "  FOR UPDATE OF c SKIP LOCKED) x "
+								 "WHERE t.handler IS NOT NULL "
+								 "ORDER BY x.priority, x.id LIMIT $1",
+								 1, lock_argtypes, CURSOR_OPT_CUSTOM_PLAN);
 
 		if (p == NULL || SPI_keepplan(p) != 0)
 			elog(ERROR, "pg_jobs: preparing the claim failed");
-		claim_plan = p;
+		lock_plan = p;
 	}
-	args[0] = CStringGetTextDatum(my_identity);
-	args[1] = Int32GetDatum(max);
+	lock_args[0] = Int32GetDatum(max);
 
 	/*
 	 * A candidate that another worker claimed and finished since our
@@ -582,7 +616,7 @@ claim_jobs(ClaimedJob *jobs, int max, long *sleep_ms)
 		MemoryContextSwitchTo(cxt);
 		PG_TRY();
 		{
-			ret = SPI_execute_plan(claim_plan, args, NULL, false, 0);
+			ret = SPI_execute_plan(lock_plan, lock_args, NULL, false, 0);
 			ReleaseCurrentSubTransaction();
 		}
 		PG_CATCH();
@@ -605,8 +639,68 @@ claim_jobs(ClaimedJob *jobs, int max, long *sleep_ms)
 			break;
 	}
 	AtEOXact_GUC(true, nest);
-	if (ret != SPI_OK_UPDATE_RETURNING)
+	if (ret != SPI_OK_SELECT)
 		elog(ERROR, "pg_jobs: claim failed: %s", SPI_result_code_string(ret));
+
+	/*
+	 * Step 2, the budget: take the locked jobs in order while their
+	 * expected run times (per task type, as this worker measured them) fit
+	 * in CLAIM_BUDGET_MS, at least one.  A type not measured yet counts as
+	 * the whole budget.  So a worker never holds more claimed work than it
+	 * starts within the budget, and slow jobs are left to idle workers.
+	 */
+	nlocked = 0;
+	{
+		double		sum = 0;
+
+		for (uint64 i = 0; i < SPI_processed; i++)
+		{
+			char	   *type = SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 2);
+			double		est = expected_ms(type);
+
+			if (nlocked > 0 && sum + est > CLAIM_BUDGET_MS)
+				break;
+			sum += est;
+			locked_ids[nlocked++] = SPI_getbinval(SPI_tuptable->vals[i],
+												  SPI_tuptable->tupdesc, 1, &isnull);
+		}
+	}
+
+	ret = SPI_OK_UPDATE_RETURNING;
+	SPI_processed = 0;
+	if (nlocked > 0)
+	{
+		Oid			upd_argtypes[2] = {TEXTOID, INT8ARRAYOID};
+		Datum		upd_args[2];
+		int			dims[1] = {nlocked};
+		int			lbs[1] = {1};
+
+		/*
+		 * Step 3, claim them.  The UPDATE takes the chosen ids as an array,
+		 * so it is an index lookup by id whatever the statistics say.  Its
+		 * status test names both states of job_hot: it prunes to job_hot as
+		 * well, but implies none of the partial indexes on pending jobs,
+		 * which the planner would otherwise read whole and filter by id.
+		 * (Step 1 locked the rows as pending; nobody changed them since.)
+		 */
+		PgJobsPreparePlan(&claim_plan,
+						  "UPDATE jobs.job j SET status = 'started', worker = $1 "
+						  "FROM jobs.task_type t "
+						  "WHERE j.id OPERATOR(pg_catalog.=) ANY ($2) "
+						  "  AND j.status OPERATOR(pg_catalog.=) ANY ('{pending,started}'::jobs.status[]) "
+						  "  AND t.name OPERATOR(pg_catalog.=) j.task_type "
+						  "RETURNING j.id, j.task_id, j.priority, j, t.handler::pg_catalog.oid, "
+						  "  COALESCE(j.owner, t.run_as)::pg_catalog.text, "
+						  "  (pg_catalog.date_part('epoch', t.timeout) OPERATOR(pg_catalog.*) 1000)::pg_catalog.int8, "
+						  "  j.attempts, j.max_attempts, j.task_type",
+						  2, upd_argtypes);
+		upd_args[0] = CStringGetTextDatum(my_identity);
+		upd_args[1] = PointerGetDatum(construct_md_array(locked_ids, NULL, 1, dims, lbs,
+														  INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+		ret = SPI_execute_plan(claim_plan, upd_args, NULL, false, 0);
+		if (ret != SPI_OK_UPDATE_RETURNING)
+			elog(ERROR, "pg_jobs: claim failed: %s", SPI_result_code_string(ret));
+	}
 
 	if (SPI_processed > 0)
 	{
@@ -622,6 +716,7 @@ claim_jobs(ClaimedJob *jobs, int max, long *sleep_ms)
 			job->task_id = SPI_getvalue(tup, td, 2);
 			job->priority = DatumGetInt16(SPI_getbinval(tup, td, 3, &isnull));
 			job_run_fields(job, tup, td, 4);
+			job->task_type = SPI_getvalue(tup, td, 10);
 		}
 		MemoryContextSwitchTo(old);
 		/* RETURNING has no order: run them in claim order */
@@ -755,6 +850,9 @@ finalize(int64 job_id, char kind, Datum result, bool result_null,
 			break;
 	}
 
+	/* a requeue ('q') is not a failed attempt */
+	if (kind == 'q')
+		PgJobsRefundAttempt(job_id);
 	args[0] = Int64GetDatum(job_id);
 	args[1] = CStringGetTextDatum(my_identity);
 	if (kind == 's')
@@ -1331,9 +1429,11 @@ run_batch(ClaimedJob *jobs, int n)
 			long		secs;
 			int			usecs;
 
-			run_one(&jobs[i++], true);
+			run_one(&jobs[i], true);
 			TimestampDifference(t0, GetCurrentTimestamp(), &secs, &usecs);
 			longest = Max(longest, secs * 1000 + usecs / 1000);
+			record_ms(jobs[i].task_type, secs * 1000.0 + usecs / 1000.0);
+			i++;
 		} while (i < n && !got_sigterm &&
 				 !TimestampDifferenceExceeds(batch_start, GetCurrentTimestamp(),
 											 BATCH_BUDGET_MS));
