@@ -27,11 +27,16 @@ $node->safe_psql('postgres', q{
 	CREATE EXTENSION pg_jobs;
 	CREATE TABLE effects (task_id text, attempt int);
 	-- Records its attempt, then sleeps input.seconds on the attempts listed
-	-- in input.sleep_on (all attempts when absent).
+	-- in input.sleep_on, or with sleep_first only on its first run (a job
+	-- requeued by a stop has a last_error but no new attempt), else always.
 	CREATE FUNCTION work(job jobs.job) RETURNS jsonb LANGUAGE plpgsql AS $$
 	BEGIN
 		INSERT INTO effects VALUES (job.task_id, job.attempts);
-		IF NOT job.input ? 'sleep_on' OR job.input->'sleep_on' @> to_jsonb(job.attempts) THEN
+		IF job.input ? 'sleep_first' THEN
+			IF job.last_error IS NULL THEN
+				PERFORM pg_sleep((job.input->>'seconds')::float8);
+			END IF;
+		ELSIF NOT job.input ? 'sleep_on' OR job.input->'sleep_on' @> to_jsonb(job.attempts) THEN
 			PERFORM pg_sleep((job.input->>'seconds')::float8);
 		END IF;
 		RETURN jsonb_build_object('attempt', job.attempts);
@@ -98,15 +103,16 @@ ok($node->log_contains('terminated by signal 9'), 'SIGKILL: the server saw the c
 
 # 2. pg_terminate_backend of a worker is a graceful stop of that worker:
 # the handler gets the grace period, then it is interrupted, its work rolled
-# back and the job requeued; a new worker runs it again.
-enqueue('work', 'terminated', '{"seconds": 60, "sleep_on": [1]}');
+# back and the job requeued without charging an attempt; a new worker runs
+# it again.
+enqueue('work', 'terminated', '{"seconds": 60, "sleep_first": true}');
 $pid = worker_pid('terminated');
 $node->safe_psql('postgres', "SELECT pg_terminate_backend($pid)");
 wait_status('terminated', 'success');
-is(job('terminated', 'attempts'), '2', 'terminated worker: the job ran again');
+is(job('terminated', 'attempts'), '1', 'terminated worker: the job ran again, its requeue charged no attempt');
 is(job('terminated', "last_error->>'error_type'"), 'shutdown',
 	'terminated worker: the interrupted attempt is recorded');
-is(effects('terminated'), '2', 'terminated worker: the interrupted attempt left nothing');
+is(effects('terminated'), '1', 'terminated worker: the interrupted run left nothing');
 
 # 3. Immediate stop with a job running: reconciled at the next start.
 enqueue('work', 'immediate', '{"seconds": 60, "sleep_on": [1]}');
@@ -145,14 +151,16 @@ is(job('graceful', 'attempts'), '1', 'graceful stop: on its first attempt');
 # ... and requeues one that runs past it, without losing an attempt's work.
 $node->append_conf('postgresql.conf', "pg_jobs.shutdown_grace = 300ms");
 $node->reload;
-enqueue('work_once', 'beyond_grace', '{"seconds": 60, "sleep_on": [1]}');
+enqueue('work_once', 'beyond_grace', '{"seconds": 60, "sleep_first": true}');
 worker_pid('beyond_grace');
 $node->stop('fast');
 $node->start;
 is(job('beyond_grace', "last_error->>'error_type'"), 'shutdown',
 	'beyond grace: the job was requeued on shutdown');
 wait_status('beyond_grace', 'success');
-is(effects('beyond_grace'), '2', 'beyond grace: only the rerun left its work');
+is(effects('beyond_grace'), '1', 'beyond grace: only the rerun left its work');
+is(job('beyond_grace', 'attempts'), '1',
+	'beyond grace: a job with max_attempts 1 keeps its only attempt through the requeue');
 
 # 6. A handler that exceeds its timeout is stopped and fails, saying so.
 enqueue('work_timeout', 'slow', '{"seconds": 60}');

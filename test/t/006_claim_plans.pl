@@ -59,23 +59,27 @@ $node->safe_psql('postgres', q{
 	SELECT count(*) FROM jobs.claim('ext', 100, 'plans');
 });
 
-# Each logged plan of a claim UPDATE, from "Query Text" to the next log line.
+# Each logged plan of a claim, from "Query Text" to the next log line: the
+# external claim (jobs.claim, one statement), and the worker's two steps
+# (lock the candidates, then claim those that fit its budget).
 my $log = slurp_file($node->logfile);
 my @plans = ($log =~ /(Query Text:\s+WITH n AS MATERIALIZED.*?UPDATE jobs\.job j\s+SET status = 'started'.*?)(?=\n\S)/gs);
-my @worker = grep { /worker = \$1/ } @plans;
 my @external = grep { /coalesce\(/ } @plans;
+my @lock = ($log =~ /(Query Text: SELECT x\.id, x\.task_type FROM jobs\.task_type t.*?)(?=\n\S)/gs);
+my @worker = ($log =~ /(Query Text: UPDATE jobs\.job j SET status = 'started', worker = \$1.*?)(?=\n\S)/gs);
 cmp_ok(scalar(@worker), '>', 3, 'auto_explain logged the worker\'s claims');
+cmp_ok(scalar(@lock), '>', 3, 'auto_explain logged the worker\'s candidate locks');
 cmp_ok(scalar(@external), '>=', 2, 'auto_explain logged jobs.claim()');
-is(scalar(grep { !/Index Cond: \(id = ANY/ } @plans), 0,
+is(scalar(grep { !/Index Cond: \(id = ANY/ } (@external, @worker)), 0,
 	'every claim updates its jobs by an index lookup of their ids');
-is(scalar(grep { /Join Filter: \(\S+\.id = n\.id\)/ } @plans), 0,
+is(scalar(grep { /Join Filter: \(\S+\.id = n\.id\)/ } @external), 0,
 	'no claim loops over the pending jobs for each claimed one');
-is(scalar(grep { /Sort Key: c\.priority/ } @plans), 0, 'no claim sorts the pending jobs');
+is(scalar(grep { /Sort Key: c\.priority/ } (@external, @lock)), 0, 'no claim sorts the pending jobs');
 
 # The 20000 pending jobs of 'ext' (no handler) are never stepped over by the
 # worker: it reads each handler type's own range of job_hot_type_next, both
 # to claim and, once idle, to find the next delayed job.
-is(scalar(grep { !/Index Scan using job_hot_type_next on job_hot c\b[^\n]*\n\s+Index Cond: \(task_type = / } @worker),
+is(scalar(grep { !/Index Scan using job_hot_type_next on job_hot c\b[^\n]*\n\s+Index Cond: \(task_type = / } @lock),
 	0, 'the worker claims from each handler type\'s own index range');
 my @next = ($log =~ /(Query Text: SELECT pg_catalog\.ceil.*?)(?=\n\S)/gs);
 cmp_ok(scalar(@next), '>=', 1, 'auto_explain logged the idle worker\'s look for the next delayed job');
