@@ -228,6 +228,13 @@ CREATE TABLE jobs.job_done_default PARTITION OF jobs.job_done DEFAULT;
  * days from now.  A day whose rows already sit in the default partition is
  * left there (PostgreSQL refuses to create such a partition); those rows are
  * still found through jobs.job.  Returns how many partitions were created.
+ *
+ * A table created while CREATE EXTENSION (or ALTER EXTENSION UPDATE) runs
+ * this function becomes a member of the extension, and a member cannot be
+ * dropped on its own: retention would fail on it once the install is older
+ * than the retention period.  A day partition is data, not part of the
+ * extension, so it is released from the extension at once, like the ones
+ * the launcher creates later.
  */
 CREATE FUNCTION jobs.ensure_partitions(days_ahead integer DEFAULT 7) RETURNS integer
     LANGUAGE plpgsql VOLATILE
@@ -255,6 +262,12 @@ BEGIN
             'CREATE TABLE jobs.%I PARTITION OF jobs.job_done FOR VALUES FROM (%L) TO (%L)',
             part, d::timestamptz, (d + 1)::timestamptz);
         EXECUTE pg_catalog.format('REVOKE ALL ON jobs.%I FROM PUBLIC', part);
+        IF EXISTS (SELECT 1 FROM pg_catalog.pg_depend dep
+                   WHERE dep.classid = 'pg_catalog.pg_class'::pg_catalog.regclass
+                     AND dep.objid = pg_catalog.format('jobs.%I', part)::pg_catalog.regclass
+                     AND dep.deptype = 'e') THEN
+            EXECUTE pg_catalog.format('ALTER EXTENSION pg_jobs DROP TABLE jobs.%I', part);
+        END IF;
         created := created + 1;
     END LOOP;
     RETURN created;
@@ -2706,6 +2719,16 @@ BEGIN
                         pg_catalog.format('jobs.%I', p.relname)::pg_catalog.regclass);
                     EXECUTE pg_catalog.format('ALTER TABLE jobs.job_done DETACH PARTITION jobs.%I',
                                               p.relname);
+                    -- A partition still a member of the extension (made by
+                    -- the install script of an earlier build) cannot be
+                    -- dropped on its own (2BP01): release it first.
+                    IF EXISTS (SELECT 1 FROM pg_catalog.pg_depend dep
+                               WHERE dep.classid = 'pg_catalog.pg_class'::pg_catalog.regclass
+                                 AND dep.objid = pg_catalog.format('jobs.%I', p.relname)::pg_catalog.regclass
+                                 AND dep.deptype = 'e') THEN
+                        EXECUTE pg_catalog.format('ALTER EXTENSION pg_jobs DROP TABLE jobs.%I',
+                                                  p.relname);
+                    END IF;
                     EXECUTE pg_catalog.format('DROP TABLE jobs.%I', p.relname);
                     dropped := dropped || p.relname::text;
                     rows_del := rows_del + n_rows;
