@@ -43,6 +43,7 @@ SELECT try($$SELECT jobs.enqueue('index', trigger_source => 'carrier_pigeon')$$)
 SELECT trigger_source FROM jobs.enqueue('index', trigger_source => NULL);
 SELECT try($$SELECT jobs.enqueue('index', priority => 7)$$);
 SELECT try($$SELECT jobs.enqueue('index', priority => -1)$$);
+SELECT try($$SELECT jobs.enqueue('index', priority => 100000)$$);   -- beyond smallint: still 22023
 SELECT try($$SELECT jobs.enqueue('index', task_id => '')$$);
 SELECT try($$SELECT jobs.start(NULL)$$);
 SELECT try($$SELECT jobs.start('')$$);
