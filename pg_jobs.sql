@@ -577,7 +577,9 @@ DECLARE
     jid bigint;
     r   jobs.job;
 BEGIN
-    IF p_task_id IS NULL OR p_task_id = '' THEN
+    IF p_task_id IS NULL THEN
+        RAISE EXCEPTION 'task id must not be null' USING ERRCODE = '22004';
+    ELSIF p_task_id = '' THEN
         RAISE EXCEPTION 'task id must not be empty' USING ERRCODE = '22023';
     END IF;
 
@@ -899,6 +901,9 @@ AS $fn$
 DECLARE
     r jobs.job;
 BEGIN
+    IF task_id IS NULL THEN
+        RAISE EXCEPTION 'task id must not be null' USING ERRCODE = '22004';
+    END IF;
     UPDATE jobs.job j
        SET lease_until = pg_catalog.now() + coalesce(j.lease, interval '5 minutes')
      WHERE j.task_id = heartbeat.task_id AND j.status = 'started'
@@ -908,7 +913,14 @@ BEGIN
     END IF;
     SELECT j.* INTO r FROM jobs.job j WHERE j.task_id = heartbeat.task_id;
     IF NOT FOUND THEN
-        RAISE EXCEPTION 'task % does not exist', task_id USING ERRCODE = 'PT404';
+        RAISE EXCEPTION 'task % does not exist', task_id
+            USING ERRCODE = 'PT404',
+                  HINT = 'The task id is unknown, or the job belongs to another role.';
+    END IF;
+    IF NOT jobs._may_act_for(r.owner) THEN
+        RAISE EXCEPTION 'permission denied to heartbeat task %', task_id
+            USING ERRCODE = '42501',
+                  HINT = 'Only admins and members of the owning role may change a job.';
     END IF;
     RAISE EXCEPTION 'task % is % and holds no lease', task_id, r.status
         USING ERRCODE = 'PT409',
@@ -916,7 +928,7 @@ BEGIN
 END
 $fn$;
 COMMENT ON FUNCTION jobs.heartbeat(text) IS
-    'Renews the lease of a claimed job by its lease length; PT409 when the job is no longer started.';
+    'Renews the lease of a claimed job by its lease length; PT409 when the job is no longer started, 42501 when the caller may not change it.';
 
 CREATE FUNCTION jobs.progress(task_id text, done bigint, total bigint DEFAULT NULL,
                               message text DEFAULT NULL) RETURNS jobs.job
@@ -926,6 +938,9 @@ AS $fn$
 DECLARE
     r jobs.job;
 BEGIN
+    IF task_id IS NULL THEN
+        RAISE EXCEPTION 'task id must not be null' USING ERRCODE = '22004';
+    END IF;
     IF done IS NULL OR done < 0 OR (total IS NOT NULL AND (total < 0 OR done > total)) THEN
         RAISE EXCEPTION 'progress must satisfy 0 <= done <= total' USING ERRCODE = '22023';
     END IF;
@@ -939,13 +954,20 @@ BEGIN
     END IF;
     SELECT j.* INTO r FROM jobs.job j WHERE j.task_id = progress.task_id;
     IF NOT FOUND THEN
-        RAISE EXCEPTION 'task % does not exist', task_id USING ERRCODE = 'PT404';
+        RAISE EXCEPTION 'task % does not exist', task_id
+            USING ERRCODE = 'PT404',
+                  HINT = 'The task id is unknown, or the job belongs to another role.';
+    END IF;
+    IF NOT jobs._may_act_for(r.owner) THEN
+        RAISE EXCEPTION 'permission denied to record progress of task %', task_id
+            USING ERRCODE = '42501',
+                  HINT = 'Only admins and members of the owning role may change a job.';
     END IF;
     RAISE EXCEPTION 'task % has finished; its progress cannot change', task_id USING ERRCODE = 'PT409';
 END
 $fn$;
 COMMENT ON FUNCTION jobs.progress(text, bigint, bigint, text) IS
-    'Records how far an unfinished job has got (from a handler or an external worker).';
+    'Records how far an unfinished job has got (from a handler or an external worker); PT409 when it has finished, 42501 when the caller may not change it.';
 
 CREATE FUNCTION jobs.cancel(task_id text, force boolean DEFAULT false) RETURNS jobs.job
     LANGUAGE plpgsql VOLATILE
@@ -955,7 +977,9 @@ DECLARE
     r    jobs.job;
     seen jobs.status;
 BEGIN
-    IF task_id IS NULL OR task_id = '' THEN
+    IF task_id IS NULL THEN
+        RAISE EXCEPTION 'task id must not be null' USING ERRCODE = '22004';
+    ELSIF task_id = '' THEN
         RAISE EXCEPTION 'task id must not be empty' USING ERRCODE = '22023';
     END IF;
     SELECT j.* INTO r FROM jobs.job j WHERE j.task_id = cancel.task_id;
@@ -1445,6 +1469,9 @@ AS $fn$
 DECLARE
     parent bigint;
 BEGIN
+    IF task_id IS NULL THEN
+        RAISE EXCEPTION 'task id must not be null' USING ERRCODE = '22004';
+    END IF;
     SELECT j.id INTO parent FROM jobs.job j WHERE j.task_id = children.task_id;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'task % does not exist', task_id
@@ -2439,8 +2466,8 @@ COMMENT ON FUNCTION jobs._log_levels(text) IS
     'The log levels at least as severe as the given one (NULL for NULL).';
 
 /*
- * The id of a job the caller can see, by task id: 22023 when empty, PT404
- * when unknown or invisible (row-level security decides).
+ * The id of a job the caller can see, by task id: 22004 when NULL, 22023
+ * when empty, PT404 when unknown or invisible (row-level security decides).
  */
 CREATE FUNCTION jobs._log_job(task_id text) RETURNS bigint
     LANGUAGE plpgsql STABLE
@@ -2449,7 +2476,9 @@ AS $fn$
 DECLARE
     jid bigint;
 BEGIN
-    IF task_id IS NULL OR task_id = '' THEN
+    IF task_id IS NULL THEN
+        RAISE EXCEPTION 'task id must not be null' USING ERRCODE = '22004';
+    ELSIF task_id = '' THEN
         RAISE EXCEPTION 'task id must not be empty' USING ERRCODE = '22023';
     END IF;
     SELECT j.id INTO jid FROM jobs.job j WHERE j.task_id = _log_job.task_id;
@@ -2462,7 +2491,7 @@ BEGIN
 END
 $fn$;
 COMMENT ON FUNCTION jobs._log_job(text) IS
-    'Id of a visible job by task id (22023 when empty, PT404 when unknown or invisible).';
+    'Id of a visible job by task id (22004 when NULL, 22023 when empty, PT404 when unknown or invisible).';
 
 CREATE FUNCTION jobs.logs(task_id text, level text DEFAULT NULL, source text DEFAULT NULL,
                           after_id bigint DEFAULT NULL, max_rows integer DEFAULT 1000)

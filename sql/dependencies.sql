@@ -140,6 +140,7 @@ SELECT status FROM jobs.enqueue('dep_step', task_id => 'P-2', parent_id => jid('
 SELECT task_id, parent_id = jid('P') AS of_p, input_data FROM jobs.children('P');
 SELECT count(*) FROM jobs.children('A');
 SELECT try_n($$SELECT jobs.children('no-such-task')$$);
+SELECT try_n($$SELECT jobs.children(NULL)$$);
 SET ROLE dep_user;
 SELECT try_n($$SELECT jobs.children('other-1')$$);
 RESET ROLE;

@@ -205,6 +205,7 @@ SELECT status, result FROM jobs.cancel('c-pending');
 SELECT try($$SELECT jobs.cancel('c-pending')$$);
 SELECT try($$SELECT jobs.cancel('no-such')$$);
 SELECT try($$SELECT jobs.cancel('')$$);
+SELECT try($$SELECT jobs.cancel(NULL)$$);
 SELECT status FROM jobs.enqueue('slow2', '{"seconds": 30}', task_id => 'c-running');
 SELECT wait_done('c-running', 'started');
 SELECT pg_sleep(0.2);
@@ -249,6 +250,17 @@ SELECT try($$SELECT jobs.progress('r2', 11, 10)$$);
 SELECT try($$SELECT jobs.progress('r2', -1)$$);
 SELECT try($$SELECT jobs.heartbeat('r5')$$);               -- pending: holds no lease
 SELECT try($$SELECT jobs.heartbeat('no-such')$$);
+SELECT try($$SELECT jobs.heartbeat(NULL)$$);
+SELECT try($$SELECT jobs.progress(NULL, 1)$$);
+-- a job one can see but may not change (unowned: admins only) is 42501
+SELECT status FROM jobs.enqueue('remote', owner => NULL, task_id => 'r-unowned');
+SELECT status FROM jobs.start('r-unowned');
+SET ROLE carol;
+SELECT status FROM jobs.job WHERE task_id = 'r-unowned';
+SELECT try($$SELECT jobs.heartbeat('r-unowned')$$);
+SELECT try($$SELECT jobs.progress('r-unowned', 1, 2)$$);
+RESET ROLE;
+SELECT status, progress_done FROM jobs.revoke('r-unowned');
 SELECT status FROM jobs.succeed('r2', '{"ok": true}');
 SELECT try($$SELECT jobs.progress('r2', 10, 10)$$);
 -- a lease that expires without a heartbeat: the launcher requeues the job,
