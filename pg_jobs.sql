@@ -2952,6 +2952,15 @@ BEGIN
     IF name IS NULL OR pg_catalog.btrim(name) = '' THEN
         RAISE EXCEPTION 'schedule name must not be empty' USING ERRCODE = '22023';
     END IF;
+    -- pg_cron keeps "pg_jobs:<name>" in a column of type name (63 bytes):
+    -- a longer name would be cut there and collide with others.
+    IF pg_catalog.octet_length(name) > 55 THEN
+        RAISE EXCEPTION 'schedule name is too long'
+            USING ERRCODE = '22023',
+                  DETAIL = pg_catalog.format('The name has %s bytes; at most 55 are allowed.',
+                                             pg_catalog.octet_length(name)),
+                  HINT = 'pg_cron names the job "pg_jobs:<name>" in at most 63 bytes; choose a shorter name.';
+    END IF;
     IF cron IS NULL OR pg_catalog.btrim(cron) = '' THEN
         RAISE EXCEPTION 'cron schedule must not be empty'
             USING ERRCODE = '22023', HINT = 'Use cron syntax, e.g. ''0 3 * * *'' (03:00 GMT daily).';
@@ -2994,7 +3003,7 @@ BEGIN
 END
 $fn$;
 COMMENT ON FUNCTION jobs.schedule(text, text, text, jsonb) IS
-    'Creates or updates the caller''s schedule name: pg_cron enqueues task_type with input at every cron time (GMT), trigger source scheduled, owned by the caller. Returns the pg_cron job id. Needs jobs_scheduler (or admin) and USAGE on schema cron; 55000 when pg_cron is not installed.';
+    'Creates or updates the caller''s schedule name (at most 55 bytes): pg_cron enqueues task_type with input at every cron time (GMT), trigger source scheduled, owned by the caller. Returns the pg_cron job id. Needs jobs_scheduler (or admin) and USAGE on schema cron; 55000 when pg_cron is not installed.';
 
 CREATE FUNCTION jobs.unschedule(name text) RETURNS boolean
     LANGUAGE plpgsql VOLATILE
