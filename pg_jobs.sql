@@ -518,6 +518,52 @@ BEGIN
     RETURN r;
 END
 $fn$;
+/*
+ * A handler is stored as a regprocedure, which records no dependency: a
+ * DROP of the function would leave the task type pointing at a function
+ * that no longer exists, and its jobs failing with an internal error.  This
+ * event trigger runs at the end of every DROP (including those cascading
+ * from DROP SCHEMA, DROP OWNED, DROP TYPE) and raises when a handler is
+ * among the dropped objects, which undoes the whole command.  Called by the
+ * event trigger machinery, it needs no EXECUTE grant.
+ */
+CREATE FUNCTION jobs._handler_dropped() RETURNS event_trigger
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    fn      text;
+    types   text;
+    n       bigint;
+BEGIN
+    -- DROP EXTENSION pg_jobs drops the registry along with this trigger
+    IF pg_catalog.to_regclass('jobs.task_type') IS NULL THEN
+        RETURN;
+    END IF;
+    SELECT d.object_identity,
+           pg_catalog.string_agg(pg_catalog.format('"%s"', t.name), ', ' ORDER BY t.name),
+           pg_catalog.count(*)
+      INTO fn, types, n
+      FROM pg_catalog.pg_event_trigger_dropped_objects() d
+      JOIN jobs.task_type t ON t.handler::pg_catalog.oid = d.objid
+     WHERE d.classid = 'pg_catalog.pg_proc'::pg_catalog.regclass
+     GROUP BY d.object_identity
+     ORDER BY d.object_identity
+     LIMIT 1;
+    IF types IS NOT NULL THEN
+        RAISE EXCEPTION 'cannot drop function % because it is the handler of a task type', fn
+            USING ERRCODE = '2BP01',
+                  DETAIL = CASE WHEN n = 1 THEN pg_catalog.format('Task type %s uses it.', types)
+                                ELSE pg_catalog.format('Task types %s use it.', types) END,
+                  HINT = 'Register the task type with another handler or without one (jobs.register_task_type(name, handler => NULL)), or delete the task type, first.';
+    END IF;
+END
+$fn$;
+COMMENT ON FUNCTION jobs._handler_dropped() IS
+    'Event trigger (sql_drop): refuses to drop a function that is the handler of a task type (internal).';
+CREATE EVENT TRIGGER pg_jobs_handler_dropped ON sql_drop
+    EXECUTE FUNCTION jobs._handler_dropped();
+
 COMMENT ON FUNCTION jobs.register_task_type(text, regprocedure, text, text, boolean, boolean,
     integer, integer, interval, integer, text, jsonb, name) IS
     'Creates or replaces a task type (admins only). display_name defaults to the name in title case; run_as is the role that runs handlers of unowned jobs.';
