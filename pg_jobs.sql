@@ -1204,8 +1204,9 @@ CREATE FUNCTION jobs._queue_ahead(job_id bigint) RETURNS bigint
 COMMENT ON FUNCTION jobs._queue_ahead(bigint) IS
     'Position of a due pending job in its queue, counted over every job, 1 = next; NULL when it is not pending (internal; executable by nobody, see jobs.queue_position()).';
 
+-- PARALLEL RESTRICTED: it runs a query of its own, in the leader only.
 CREATE FUNCTION jobs.queue_position(task_id text) RETURNS bigint
-    LANGUAGE c STABLE STRICT
+    LANGUAGE c STABLE STRICT PARALLEL RESTRICTED
     AS 'MODULE_PATHNAME', 'pg_jobs_queue_position';
 COMMENT ON FUNCTION jobs.queue_position(text) IS
     'Place of a due pending job the caller can see in its queue, 1 = next to run, counting every job ahead (visible or not); NULL for any other task id.';
