@@ -70,11 +70,11 @@ CREATE FUNCTION jobs._lock_job(job_id bigint) RETURNS void
 COMMENT ON FUNCTION jobs._lock_job(bigint) IS
     'Takes the transaction-scoped lock that serialises lifecycle reports on one job, whatever the job (internal; the launcher''s reconciliation).';
 
-CREATE FUNCTION jobs.lock_jobs(job_ids bigint[]) RETURNS bigint[]
+CREATE FUNCTION jobs.lock_jobs(task_ids text[]) RETURNS bigint[]
     LANGUAGE c VOLATILE
     AS 'MODULE_PATHNAME', 'pg_jobs_lock_jobs';
-COMMENT ON FUNCTION jobs.lock_jobs(bigint[]) IS
-    'Takes, in id order and until the end of the transaction, the report locks of the pending or started jobs among job_ids that the caller may change; returns their ids. Reports on those jobs wait meanwhile.';
+COMMENT ON FUNCTION jobs.lock_jobs(text[]) IS
+    'Takes, in id order and until the end of the transaction, the report locks of the pending or started jobs among task_ids that the caller may change; returns their ids. Reports on those jobs wait meanwhile.';
 
 CREATE FUNCTION jobs._job_before_insert() RETURNS trigger
     LANGUAGE c
@@ -416,7 +416,7 @@ REVOKE ALL ON ALL FUNCTIONS IN SCHEMA jobs FROM PUBLIC;
 -- The access rules must be callable by every role that queries jobs.job
 -- (the policies run them as that role); lock_jobs checks its caller.
 GRANT EXECUTE ON FUNCTION jobs.is_admin(), jobs.visible(name), jobs.may_act_for(name),
-    jobs.lock_jobs(bigint[]), jobs.status_display(jobs.status),
+    jobs.lock_jobs(text[]), jobs.status_display(jobs.status),
     jobs.wait_time_seconds(jobs.job), jobs.duration_seconds(jobs.job) TO PUBLIC;
 -- The registry is public knowledge; only admins change it.
 GRANT SELECT ON jobs.trigger_source, jobs.task_type TO PUBLIC;
@@ -652,7 +652,7 @@ BEGIN
     SELECT j.id INTO jid FROM jobs.job j
     WHERE j.task_id = p_task_id AND j.status IN ('pending', 'started');
     IF FOUND THEN
-        PERFORM jobs.lock_jobs(ARRAY[jid]);
+        PERFORM jobs.lock_jobs(ARRAY[p_task_id]);
         -- A new statement: its snapshot sees whatever a report that held
         -- the lock before us committed.
         UPDATE jobs.job j
@@ -965,8 +965,7 @@ BEGIN
             USING ERRCODE = '22023',
                   HINT = 'Pass an array of the same length, or one object for every job.';
     END IF;
-    PERFORM jobs.lock_jobs(ARRAY(SELECT j.id FROM jobs.job j
-                                  WHERE j.task_id = ANY (task_ids) AND j.status = 'started'));
+    PERFORM jobs.lock_jobs(task_ids);
     -- Looked up by task id (no join, whose order stale statistics could get
     -- wrong); each job's result is found by its position in the array.
     RETURN QUERY
@@ -1077,7 +1076,7 @@ BEGIN
                   HINT = 'The task id is unknown, or the job belongs to another role.';
     END IF;
     IF r.status IN ('pending', 'started') THEN
-        PERFORM jobs.lock_jobs(ARRAY[r.id]);
+        PERFORM jobs.lock_jobs(ARRAY[r.task_id]);
     END IF;
     -- A claim does not take the report lock: if one moves the job on
     -- between our read and our update, read again and decide again.

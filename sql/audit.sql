@@ -65,7 +65,6 @@ SELECT task_id FROM jobs.enqueue('audit_ext', owner => 'audit_user', priority =>
 SELECT task_id FROM jobs.enqueue('audit_ext', owner => NULL, priority => 3, task_id => 'a-nobody');
 SELECT id AS other_id FROM jobs.job WHERE task_id = 'a-other-0' \gset
 SELECT id AS user_id FROM jobs.job WHERE task_id = 'a-user-1' \gset
-SELECT id AS nobody_id FROM jobs.job WHERE task_id = 'a-nobody' \gset
 -- report_locks(): the report locks (advisory, field 4 = 0x4A42) this session holds
 CREATE FUNCTION report_locks() RETURNS bigint LANGUAGE sql AS $$
     SELECT count(*) FROM pg_locks
@@ -80,11 +79,11 @@ BEGIN;
 SELECT try(format('SELECT jobs._lock_job(%s)', :other_id)) AS lock_any_id;
 ROLLBACK;
 BEGIN;
-SELECT jobs.lock_jobs(ARRAY[:other_id, :nobody_id, 999999999]) AS locked_others;
+SELECT jobs.lock_jobs(ARRAY['a-other-0', 'a-nobody', 'not-yet-a-job']) AS locked_others;
 SELECT report_locks() AS held;
 ROLLBACK;
 BEGIN;
-SELECT jobs.lock_jobs(ARRAY[:user_id]) = ARRAY[:user_id]::bigint[] AS locked_own;
+SELECT jobs.lock_jobs(ARRAY['a-user-1']) = ARRAY[:user_id]::bigint[] AS locked_own;
 SELECT report_locks() AS held;
 ROLLBACK;
 RESET ROLE;

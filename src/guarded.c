@@ -10,7 +10,7 @@
  * decided here, by reading jobs.job as the caller (row-level security
  * applies) and by the access rules of access.c:
  *
- *	- jobs.lock_jobs(ids) locks only in-flight jobs the caller may change
+ *	- jobs.lock_jobs(task_ids) locks only in-flight jobs the caller may change
  *	  (act for their owner), so an idle transaction can hold back no report,
  *	  claim or worker but on the caller's own jobs, which the caller could
  *	  hold anyway with SELECT ... FOR UPDATE.  Internal code that must lock
@@ -53,16 +53,16 @@ static SPIPlanPtr position_plan = NULL;
 
 /*
  * pg_jobs_lock_jobs
- *		jobs.lock_jobs(job_ids bigint[]) RETURNS bigint[]: take the report
- *		lock (access.c) of each in-flight job among job_ids that the caller
+ *		jobs.lock_jobs(task_ids text[]) RETURNS bigint[]: take the report
+ *		lock (access.c) of each in-flight job among task_ids that the caller
  *		can see and may change, in id order so that two callers cannot
- *		deadlock; return their ids.  Other ids are left alone.  The locks
- *		are held to the end of the transaction.
+ *		deadlock; return their ids.  Other task ids are left alone.  The
+ *		locks are held to the end of the transaction.
  */
 Datum
 pg_jobs_lock_jobs(PG_FUNCTION_ARGS)
 {
-	static Oid	argtypes[1] = {INT8ARRAYOID};
+	static Oid	argtypes[1] = {TEXTARRAYOID};
 	MemoryContext outer = CurrentMemoryContext;
 	Datum		args[1];
 	int64	   *ids;
@@ -78,7 +78,7 @@ pg_jobs_lock_jobs(PG_FUNCTION_ARGS)
 		elog(ERROR, "pg_jobs: SPI_connect failed");
 	PgJobsPreparePlan(&lock_plan,
 					  "SELECT j.id, j.owner FROM jobs.job j "
-					  "WHERE j.id OPERATOR(pg_catalog.=) ANY ($1) "
+					  "WHERE j.task_id OPERATOR(pg_catalog.=) ANY ($1) "
 					  "  AND j.status OPERATOR(pg_catalog.=) "
 					  "      ANY ('{pending,started}'::jobs.status[]) "
 					  "ORDER BY j.id",
