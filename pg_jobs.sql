@@ -582,6 +582,8 @@ COMMENT ON FUNCTION jobs._handler_dropped() IS
 REVOKE ALL ON FUNCTION jobs._handler_dropped() FROM PUBLIC;
 CREATE EVENT TRIGGER pg_jobs_handler_dropped ON sql_drop
     EXECUTE FUNCTION jobs._handler_dropped();
+COMMENT ON EVENT TRIGGER pg_jobs_handler_dropped IS
+    'pg_jobs: refuses (2BP01) to drop a function that is the handler of a task type.';
 
 COMMENT ON FUNCTION jobs.register_task_type(text, regprocedure, text, text, boolean, boolean,
     integer, integer, interval, integer, text, jsonb, name) IS
@@ -786,6 +788,8 @@ COMMENT ON FUNCTION jobs._job_revoked() IS
 CREATE TRIGGER job_revoked AFTER INSERT ON jobs.job_done
     FOR EACH ROW WHEN (NEW.status = 'revoked' AND NEW.worker LIKE 'pg_jobs/%')
     EXECUTE FUNCTION jobs._job_revoked();
+COMMENT ON TRIGGER job_revoked ON jobs.job_done IS
+    'Interrupts, at commit, the in-database worker running a job that was just revoked.';
 
 /*
  * Backoff before retry number attempts + 1: pg_jobs.retry_base_delay (1 s)
