@@ -6,7 +6,7 @@ MODULE_big  = pg_jobs
 OBJS        = src/pg_jobs.o src/access.o src/lifecycle.o src/shmem.o \
               src/launcher.o src/worker.o src/logs.o src/util.o \
               src/dependencies.o src/summary.o src/enqueue.o src/report.o \
-              src/privilege.o
+              src/privilege.o src/guarded.o
 
 DATA_built  = $(EXTENSION)--$(EXTVERSION).sql
 EXTRA_CLEAN = $(EXTENSION)--$(EXTVERSION).sql src/errnames.h
@@ -14,7 +14,7 @@ EXTRA_CLEAN = $(EXTENSION)--$(EXTVERSION).sql src/errnames.h
 # Every suite starts its own throw-away server with pg_jobs (and pg_cron)
 # preloaded, so `make installcheck` works on any machine (see README).
 REGRESS      = lifecycle tracking monitoring postgrest logs retention schedule dependencies \
-               engine summary redteam sandbox
+               engine summary audit redteam sandbox
 REGRESS_OPTS = --temp-config=test/pg_jobs.conf --temp-instance=./tmp_check
 
 ISOLATION      = finalize_race enqueue_race claim_race acknowledge_race registry_cache \

@@ -35,29 +35,46 @@ COMMENT ON SCHEMA jobs IS 'pg_jobs: background jobs tracked, run and monitored i
 
 -- 2. C support functions ------------------------------------------------
 
-CREATE FUNCTION jobs._is_admin() RETURNS boolean
+/*
+ * The access rules (src/access.c).  The row-level security policies call
+ * them as the querying role, so every role may execute them; they answer
+ * only about the current role's own rights.
+ */
+CREATE FUNCTION jobs.is_admin() RETURNS boolean
     LANGUAGE c STABLE PARALLEL SAFE
     AS 'MODULE_PATHNAME', 'pg_jobs_is_admin';
-COMMENT ON FUNCTION jobs._is_admin() IS
+COMMENT ON FUNCTION jobs.is_admin() IS
     'True when the current role is a superuser or a member of jobs_admin.';
 
-CREATE FUNCTION jobs._visible(owner name) RETURNS boolean
+CREATE FUNCTION jobs.visible(owner name) RETURNS boolean
     LANGUAGE c STABLE PARALLEL SAFE
     AS 'MODULE_PATHNAME', 'pg_jobs_visible';
-COMMENT ON FUNCTION jobs._visible(name) IS
-    'Row visibility rule: unowned jobs, jobs owned by a role the current role is a member of, and every job for admins.';
+COMMENT ON FUNCTION jobs.visible(name) IS
+    'Row visibility rule: may the current role see a job of this owner? Unowned jobs (NULL), jobs owned by a role the current role is a member of, and every job for admins.';
 
-CREATE FUNCTION jobs._may_act_for(owner name) RETURNS boolean
+CREATE FUNCTION jobs.may_act_for(owner name) RETURNS boolean
     LANGUAGE c STABLE PARALLEL SAFE
     AS 'MODULE_PATHNAME', 'pg_jobs_may_act_for';
-COMMENT ON FUNCTION jobs._may_act_for(name) IS
-    'Write rule: admins act for anyone; others only for roles they are members of (never for unowned jobs).';
+COMMENT ON FUNCTION jobs.may_act_for(name) IS
+    'Write rule: may the current role change a job of this owner? Admins act for anyone; others only for roles they are members of (never for unowned jobs).';
 
+/*
+ * The per-job report lock (src/access.c).  jobs._lock_job() takes it on any
+ * id and is for the launcher only; everyone else goes through
+ * jobs.lock_jobs() (src/guarded.c), which locks only in-flight jobs the
+ * caller may change.
+ */
 CREATE FUNCTION jobs._lock_job(job_id bigint) RETURNS void
     LANGUAGE c VOLATILE STRICT
     AS 'MODULE_PATHNAME', 'pg_jobs_lock_job';
 COMMENT ON FUNCTION jobs._lock_job(bigint) IS
-    'Takes the transaction-scoped lock that serialises lifecycle reports on one job.';
+    'Takes the transaction-scoped lock that serialises lifecycle reports on one job, whatever the job (internal; the launcher''s reconciliation).';
+
+CREATE FUNCTION jobs.lock_jobs(task_ids text[]) RETURNS bigint[]
+    LANGUAGE c VOLATILE
+    AS 'MODULE_PATHNAME', 'pg_jobs_lock_jobs';
+COMMENT ON FUNCTION jobs.lock_jobs(text[]) IS
+    'Takes, in id order and until the end of the transaction, the report locks of the pending or started jobs among task_ids that the caller may change; returns their ids. Reports on those jobs wait meanwhile.';
 
 CREATE FUNCTION jobs._job_before_insert() RETURNS trigger
     LANGUAGE c
@@ -228,6 +245,13 @@ CREATE TABLE jobs.job_done_default PARTITION OF jobs.job_done DEFAULT;
  * days from now.  A day whose rows already sit in the default partition is
  * left there (PostgreSQL refuses to create such a partition); those rows are
  * still found through jobs.job.  Returns how many partitions were created.
+ *
+ * A table created while CREATE EXTENSION (or ALTER EXTENSION UPDATE) runs
+ * this function becomes a member of the extension, and a member cannot be
+ * dropped on its own: retention would fail on it once the install is older
+ * than the retention period.  A day partition is data, not part of the
+ * extension, so it is released from the extension at once, like the ones
+ * the launcher creates later.
  */
 CREATE FUNCTION jobs.ensure_partitions(days_ahead integer DEFAULT 7) RETURNS integer
     LANGUAGE plpgsql VOLATILE
@@ -255,6 +279,12 @@ BEGIN
             'CREATE TABLE jobs.%I PARTITION OF jobs.job_done FOR VALUES FROM (%L) TO (%L)',
             part, d::timestamptz, (d + 1)::timestamptz);
         EXECUTE pg_catalog.format('REVOKE ALL ON jobs.%I FROM PUBLIC', part);
+        IF EXISTS (SELECT 1 FROM pg_catalog.pg_depend dep
+                   WHERE dep.classid = 'pg_catalog.pg_class'::pg_catalog.regclass
+                     AND dep.objid = pg_catalog.format('jobs.%I', part)::pg_catalog.regclass
+                     AND dep.deptype = 'e') THEN
+            EXECUTE pg_catalog.format('ALTER EXTENSION pg_jobs DROP TABLE jobs.%I', part);
+        END IF;
         created := created + 1;
     END LOOP;
     RETURN created;
@@ -358,14 +388,14 @@ ALTER TABLE jobs.trigger_source ENABLE ALWAYS TRIGGER trigger_source_changed,
 
 ALTER TABLE jobs.job ENABLE ROW LEVEL SECURITY;
 CREATE POLICY job_select ON jobs.job FOR SELECT
-    USING (jobs._visible(owner));
+    USING (jobs.visible(owner));
 CREATE POLICY job_insert ON jobs.job FOR INSERT
-    WITH CHECK (jobs._may_act_for(owner));
+    WITH CHECK (jobs.may_act_for(owner));
 CREATE POLICY job_update ON jobs.job FOR UPDATE
-    USING (jobs._may_act_for(owner))
-    WITH CHECK (jobs._may_act_for(owner));
+    USING (jobs.may_act_for(owner))
+    WITH CHECK (jobs.may_act_for(owner));
 CREATE POLICY job_delete ON jobs.job FOR DELETE
-    USING (jobs._is_admin());
+    USING (jobs.is_admin());
 
 -- The waits of a job are as visible as the job (blocked_by in v10 rows);
 -- only waiting (pending) jobs have any.
@@ -383,9 +413,10 @@ CREATE POLICY job_log_select ON jobs.job_log FOR SELECT
 -- row-level security and the checks inside the functions.
 GRANT USAGE ON SCHEMA jobs TO PUBLIC;
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA jobs FROM PUBLIC;
--- The policy helpers must be callable by every role that queries jobs.job.
-GRANT EXECUTE ON FUNCTION jobs._is_admin(), jobs._visible(name), jobs._may_act_for(name),
-    jobs._lock_job(bigint), jobs.status_display(jobs.status), jobs._waiting_run_at(),
+-- The access rules must be callable by every role that queries jobs.job
+-- (the policies run them as that role); lock_jobs checks its caller.
+GRANT EXECUTE ON FUNCTION jobs.is_admin(), jobs.visible(name), jobs.may_act_for(name),
+    jobs.lock_jobs(text[]), jobs.status_display(jobs.status),
     jobs.wait_time_seconds(jobs.job), jobs.duration_seconds(jobs.job) TO PUBLIC;
 -- The registry is public knowledge; only admins change it.
 GRANT SELECT ON jobs.trigger_source, jobs.task_type TO PUBLIC;
@@ -433,7 +464,7 @@ AS $fn$
 DECLARE
     r jobs.task_type;
 BEGIN
-    IF NOT jobs._is_admin() THEN
+    IF NOT jobs.is_admin() THEN
         RAISE EXCEPTION 'permission denied to register task types'
             USING ERRCODE = '42501',
                   HINT = 'Only superusers and members of jobs_admin may change the task type registry.';
@@ -505,6 +536,55 @@ BEGIN
     RETURN r;
 END
 $fn$;
+/*
+ * A handler is stored as a regprocedure, which records no dependency: a
+ * DROP of the function would leave the task type pointing at a function
+ * that no longer exists, and its jobs failing with an internal error.  This
+ * event trigger runs at the end of every DROP (including those cascading
+ * from DROP SCHEMA, DROP OWNED, DROP TYPE) and raises when a handler is
+ * among the dropped objects, which undoes the whole command.  Called by the
+ * event trigger machinery, it needs no EXECUTE grant.
+ */
+CREATE FUNCTION jobs._handler_dropped() RETURNS event_trigger
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    fn      text;
+    types   text;
+    n       bigint;
+BEGIN
+    -- DROP EXTENSION pg_jobs drops the registry along with this trigger
+    IF pg_catalog.to_regclass('jobs.task_type') IS NULL THEN
+        RETURN;
+    END IF;
+    SELECT d.object_identity,
+           pg_catalog.string_agg(pg_catalog.format('"%s"', t.name), ', ' ORDER BY t.name),
+           pg_catalog.count(*)
+      INTO fn, types, n
+      FROM pg_catalog.pg_event_trigger_dropped_objects() d
+      JOIN jobs.task_type t ON t.handler::pg_catalog.oid = d.objid
+     WHERE d.classid = 'pg_catalog.pg_proc'::pg_catalog.regclass
+     GROUP BY d.object_identity
+     ORDER BY d.object_identity
+     LIMIT 1;
+    IF types IS NOT NULL THEN
+        RAISE EXCEPTION 'cannot drop function % because it is the handler of a task type', fn
+            USING ERRCODE = '2BP01',
+                  DETAIL = CASE WHEN n = 1 THEN pg_catalog.format('Task type %s uses it.', types)
+                                ELSE pg_catalog.format('Task types %s use it.', types) END,
+                  HINT = 'Register the task type with another handler or without one (jobs.register_task_type(name, handler => NULL)), or delete the task type, first.';
+    END IF;
+END
+$fn$;
+COMMENT ON FUNCTION jobs._handler_dropped() IS
+    'Event trigger (sql_drop): refuses to drop a function that is the handler of a task type (internal).';
+REVOKE ALL ON FUNCTION jobs._handler_dropped() FROM PUBLIC;
+CREATE EVENT TRIGGER pg_jobs_handler_dropped ON sql_drop
+    EXECUTE FUNCTION jobs._handler_dropped();
+COMMENT ON EVENT TRIGGER pg_jobs_handler_dropped IS
+    'pg_jobs: refuses (2BP01) to drop a function that is the handler of a task type.';
+
 COMMENT ON FUNCTION jobs.register_task_type(text, regprocedure, text, text, boolean, boolean,
     integer, integer, interval, integer, text, jsonb, name) IS
     'Creates or replaces a task type (admins only). display_name defaults to the name in title case; run_as is the role that runs handlers of unowned jobs.';
@@ -550,10 +630,11 @@ COMMENT ON FUNCTION jobs.enqueue_many(text, jsonb, text, name, integer, timestam
 /*
  * Moves a job to a new state on behalf of an external runner.  The job is
  * looked up through RLS (PT404 when invisible), then the per-job lock is
- * taken, so concurrent reports on one job run one after the other and each
- * sees the committed outcome of the one before; the UPDATE itself is a
- * compare-and-set on the in-flight states, and the trigger enforces the
- * transition matrix.
+ * taken (when the caller may change the job; otherwise the UPDATE finds
+ * nothing and the answer is 42501), so concurrent reports on one job run
+ * one after the other and each sees the committed outcome of the one
+ * before; the UPDATE itself is a compare-and-set on the in-flight states,
+ * and the trigger enforces the transition matrix.
  */
 CREATE FUNCTION jobs._report_checked(p_task_id text, p_status jobs.status, p_result jsonb)
     RETURNS jobs.job
@@ -564,14 +645,16 @@ DECLARE
     jid bigint;
     r   jobs.job;
 BEGIN
-    IF p_task_id IS NULL OR p_task_id = '' THEN
+    IF p_task_id IS NULL THEN
+        RAISE EXCEPTION 'task id must not be null' USING ERRCODE = '22004';
+    ELSIF p_task_id = '' THEN
         RAISE EXCEPTION 'task id must not be empty' USING ERRCODE = '22023';
     END IF;
 
     SELECT j.id INTO jid FROM jobs.job j
     WHERE j.task_id = p_task_id AND j.status IN ('pending', 'started');
     IF FOUND THEN
-        PERFORM jobs._lock_job(jid);
+        PERFORM jobs.lock_jobs(ARRAY[p_task_id]);
         -- A new statement: its snapshot sees whatever a report that held
         -- the lock before us committed.
         UPDATE jobs.job j
@@ -612,16 +695,17 @@ $fn$;
  * The report functions run the common case in C (src/report.c): the lookup,
  * the report lock and the UPDATE of _report_checked() above, through kept
  * plans, as the caller; when that changes nothing, _report_checked() runs
- * and answers.
+ * and answers.  jobs.report() is the one for any status (jobs.fail() builds
+ * its result and calls it).
  */
-CREATE FUNCTION jobs._report(task_id text, status jobs.status, result jsonb)
+CREATE FUNCTION jobs.report(task_id text, status jobs.status, result jsonb DEFAULT NULL)
     RETURNS jobs.job
     LANGUAGE c VOLATILE
     AS 'MODULE_PATHNAME', 'pg_jobs_report';
 COMMENT ON FUNCTION jobs._report_checked(text, jobs.status, jsonb) IS
-    'Reports a state change of a job, or raises why it cannot happen (internal; jobs._report() hands it the calls that change nothing).';
-COMMENT ON FUNCTION jobs._report(text, jobs.status, jsonb) IS
-    'Reports a state change of a job (internal; the report functions call it).';
+    'Reports a state change of a job, or raises why it cannot happen (internal; the report functions hand it the calls that change nothing).';
+COMMENT ON FUNCTION jobs.report(text, jobs.status, jsonb) IS
+    'Reports that a job moved to status (started, success, failure, revoked) with result, as start(), succeed(), fail() and revoke() do.';
 
 CREATE FUNCTION jobs.start(task_id text) RETURNS jobs.job
     LANGUAGE c VOLATILE
@@ -641,7 +725,7 @@ CREATE FUNCTION jobs.fail(task_id text, error_message text, error_type text DEFA
     SET search_path = pg_catalog, pg_temp
 AS $fn$
 BEGIN
-    RETURN jobs._report(fail.task_id, 'failure',
+    RETURN jobs.report(fail.task_id, 'failure',
                         pg_catalog.jsonb_build_object(
                             'error_type', fail.error_type,
                             'error_message', fail.error_message,
@@ -661,10 +745,15 @@ GRANT EXECUTE ON FUNCTION
                             integer, interval, integer, text, jsonb, name),
     jobs.enqueue(text, jsonb, text, name, integer, timestamptz, text, bigint[], bigint, text),
     jobs.enqueue_many(text, jsonb, text, name, integer, timestamptz),
-    jobs._report(text, jobs.status, jsonb), jobs._report_checked(text, jobs.status, jsonb),
+    jobs.report(text, jobs.status, jsonb),
     jobs.start(text), jobs.succeed(text, jsonb), jobs.fail(text, text, text, text),
     jobs.revoke(text)
     TO PUBLIC;
+-- The one internal function every role may still execute: src/report.c
+-- runs it through SPI as the caller when a report changes nothing.  It is a
+-- complete report as the caller (RLS, the trigger and its own checks apply),
+-- so running it directly gives nothing the report functions do not.
+GRANT EXECUTE ON FUNCTION jobs._report_checked(text, jobs.status, jsonb) TO PUBLIC;
 
 -- 8. Execution engine (workers, claiming, leases, cancel, health) -------
 
@@ -674,13 +763,33 @@ CREATE FUNCTION jobs._worker_slots(OUT slot integer, OUT pid integer, OUT state 
     LANGUAGE c VOLATILE
     AS 'MODULE_PATHNAME', 'pg_jobs_worker_slots';
 COMMENT ON FUNCTION jobs._worker_slots() IS
-    'The in-database workers as shared memory knows them (no rows unless pg_jobs is preloaded).';
+    'The in-database workers as shared memory knows them, with the id of every running job (admins and monitors; no rows unless pg_jobs is preloaded).';
 
-CREATE FUNCTION jobs._interrupt(job_id bigint) RETURNS boolean
-    LANGUAGE c VOLATILE STRICT
-    AS 'MODULE_PATHNAME', 'pg_jobs_interrupt';
-COMMENT ON FUNCTION jobs._interrupt(bigint) IS
-    'At commit, interrupts the in-database worker running the job (its handler''s work is rolled back).';
+CREATE FUNCTION jobs.workers(OUT slot integer, OUT pid integer, OUT state text,
+                             OUT task_id text, OUT since timestamptz)
+    RETURNS SETOF record
+    LANGUAGE c VOLATILE
+    AS 'MODULE_PATHNAME', 'pg_jobs_worker_list';
+COMMENT ON FUNCTION jobs.workers() IS
+    'The in-database workers: slot, pid, state (idle, claiming, running, stopping), the task id of the running job when the caller can see it, and since when (no rows unless pg_jobs is preloaded).';
+
+/*
+ * A job an in-database worker runs is interrupted when it is revoked: a
+ * forced cancel, jobs.revoke(), an admin's UPDATE.  Revoking moves the row
+ * into jobs.job_done, where this trigger asks for the interrupt; the worker
+ * is told when the revoking transaction commits (src/shmem.c), and never
+ * for a revoke that was rolled back.
+ */
+CREATE FUNCTION jobs._job_revoked() RETURNS trigger
+    LANGUAGE c
+    AS 'MODULE_PATHNAME', 'pg_jobs_job_revoked';
+COMMENT ON FUNCTION jobs._job_revoked() IS
+    'Trigger of jobs.job_done: at commit, interrupts the in-database worker running a job just revoked (internal).';
+CREATE TRIGGER job_revoked AFTER INSERT ON jobs.job_done
+    FOR EACH ROW WHEN (NEW.status = 'revoked' AND NEW.worker LIKE 'pg_jobs/%')
+    EXECUTE FUNCTION jobs._job_revoked();
+COMMENT ON TRIGGER job_revoked ON jobs.job_done IS
+    'Interrupts, at commit, the in-database worker running a job that was just revoked.';
 
 /*
  * Backoff before retry number attempts + 1: pg_jobs.retry_base_delay (1 s)
@@ -843,7 +952,7 @@ COMMENT ON FUNCTION jobs.succeed_and_claim(text, jsonb, text, integer, text, int
 /*
  * Report the success of many claimed jobs in one statement (with the
  * result of each, or one result for all).  The per-job report locks are
- * taken in id order, so two such calls cannot deadlock.
+ * taken in id order (jobs.lock_jobs()), so two such calls cannot deadlock.
  */
 CREATE FUNCTION jobs.succeed_many(task_ids text[], results jsonb DEFAULT NULL)
     RETURNS SETOF jobs.job
@@ -860,10 +969,7 @@ BEGIN
             USING ERRCODE = '22023',
                   HINT = 'Pass an array of the same length, or one object for every job.';
     END IF;
-    PERFORM jobs._lock_job(j.id)
-       FROM jobs.job j
-      WHERE j.task_id = ANY (task_ids) AND j.status = 'started'
-      ORDER BY j.id;
+    PERFORM jobs.lock_jobs(task_ids);
     -- Looked up by task id (no join, whose order stale statistics could get
     -- wrong); each job's result is found by its position in the array.
     RETURN QUERY
@@ -886,6 +992,9 @@ AS $fn$
 DECLARE
     r jobs.job;
 BEGIN
+    IF task_id IS NULL THEN
+        RAISE EXCEPTION 'task id must not be null' USING ERRCODE = '22004';
+    END IF;
     UPDATE jobs.job j
        SET lease_until = pg_catalog.now() + coalesce(j.lease, interval '5 minutes')
      WHERE j.task_id = heartbeat.task_id AND j.status = 'started'
@@ -895,7 +1004,14 @@ BEGIN
     END IF;
     SELECT j.* INTO r FROM jobs.job j WHERE j.task_id = heartbeat.task_id;
     IF NOT FOUND THEN
-        RAISE EXCEPTION 'task % does not exist', task_id USING ERRCODE = 'PT404';
+        RAISE EXCEPTION 'task % does not exist', task_id
+            USING ERRCODE = 'PT404',
+                  HINT = 'The task id is unknown, or the job belongs to another role.';
+    END IF;
+    IF NOT jobs.may_act_for(r.owner) THEN
+        RAISE EXCEPTION 'permission denied to heartbeat task %', task_id
+            USING ERRCODE = '42501',
+                  HINT = 'Only admins and members of the owning role may change a job.';
     END IF;
     RAISE EXCEPTION 'task % is % and holds no lease', task_id, r.status
         USING ERRCODE = 'PT409',
@@ -903,7 +1019,7 @@ BEGIN
 END
 $fn$;
 COMMENT ON FUNCTION jobs.heartbeat(text) IS
-    'Renews the lease of a claimed job by its lease length; PT409 when the job is no longer started.';
+    'Renews the lease of a claimed job by its lease length; PT409 when the job is no longer started, 42501 when the caller may not change it.';
 
 CREATE FUNCTION jobs.progress(task_id text, done bigint, total bigint DEFAULT NULL,
                               message text DEFAULT NULL) RETURNS jobs.job
@@ -913,6 +1029,9 @@ AS $fn$
 DECLARE
     r jobs.job;
 BEGIN
+    IF task_id IS NULL THEN
+        RAISE EXCEPTION 'task id must not be null' USING ERRCODE = '22004';
+    END IF;
     IF done IS NULL OR done < 0 OR (total IS NOT NULL AND (total < 0 OR done > total)) THEN
         RAISE EXCEPTION 'progress must satisfy 0 <= done <= total' USING ERRCODE = '22023';
     END IF;
@@ -926,13 +1045,20 @@ BEGIN
     END IF;
     SELECT j.* INTO r FROM jobs.job j WHERE j.task_id = progress.task_id;
     IF NOT FOUND THEN
-        RAISE EXCEPTION 'task % does not exist', task_id USING ERRCODE = 'PT404';
+        RAISE EXCEPTION 'task % does not exist', task_id
+            USING ERRCODE = 'PT404',
+                  HINT = 'The task id is unknown, or the job belongs to another role.';
+    END IF;
+    IF NOT jobs.may_act_for(r.owner) THEN
+        RAISE EXCEPTION 'permission denied to record progress of task %', task_id
+            USING ERRCODE = '42501',
+                  HINT = 'Only admins and members of the owning role may change a job.';
     END IF;
     RAISE EXCEPTION 'task % has finished; its progress cannot change', task_id USING ERRCODE = 'PT409';
 END
 $fn$;
 COMMENT ON FUNCTION jobs.progress(text, bigint, bigint, text) IS
-    'Records how far an unfinished job has got (from a handler or an external worker).';
+    'Records how far an unfinished job has got (from a handler or an external worker); PT409 when it has finished, 42501 when the caller may not change it.';
 
 CREATE FUNCTION jobs.cancel(task_id text, force boolean DEFAULT false) RETURNS jobs.job
     LANGUAGE plpgsql VOLATILE
@@ -942,7 +1068,9 @@ DECLARE
     r    jobs.job;
     seen jobs.status;
 BEGIN
-    IF task_id IS NULL OR task_id = '' THEN
+    IF task_id IS NULL THEN
+        RAISE EXCEPTION 'task id must not be null' USING ERRCODE = '22004';
+    ELSIF task_id = '' THEN
         RAISE EXCEPTION 'task id must not be empty' USING ERRCODE = '22023';
     END IF;
     SELECT j.* INTO r FROM jobs.job j WHERE j.task_id = cancel.task_id;
@@ -952,7 +1080,7 @@ BEGIN
                   HINT = 'The task id is unknown, or the job belongs to another role.';
     END IF;
     IF r.status IN ('pending', 'started') THEN
-        PERFORM jobs._lock_job(r.id);
+        PERFORM jobs.lock_jobs(ARRAY[r.task_id]);
     END IF;
     -- A claim does not take the report lock: if one moves the job on
     -- between our read and our update, read again and decide again.
@@ -981,9 +1109,7 @@ BEGIN
                       HINT = 'Only admins and members of the owning role may cancel a job.';
         END IF;
     END LOOP;
-    IF r.worker LIKE 'pg_jobs/%' THEN
-        PERFORM jobs._interrupt(r.id);
-    END IF;
+    -- a running in-database job: the trigger job_revoked interrupts its worker at commit
     RETURN r;
 END
 $fn$;
@@ -992,10 +1118,14 @@ COMMENT ON FUNCTION jobs.cancel(text, boolean) IS
 
 
 -- Only the launcher and workers (superuser) reconcile and compute backoff.
-REVOKE ALL ON FUNCTION jobs._retry_delay(integer), jobs._reconcile(bigint, text, text, text)
+REVOKE ALL ON FUNCTION jobs._retry_delay(integer), jobs._reconcile(bigint, text, text, text),
+    jobs._worker_slots(), jobs._job_revoked()
     FROM PUBLIC;
+-- Worker slots name every running job: for those who see every job or
+-- watch the system.  Everyone else reads jobs.workers().
+GRANT EXECUTE ON FUNCTION jobs._worker_slots() TO jobs_admin, jobs_monitor, pg_monitor;
 GRANT EXECUTE ON FUNCTION
-    jobs._worker_slots(), jobs._interrupt(bigint),
+    jobs.workers(),
     jobs.claim(text, integer, text, interval), jobs.heartbeat(text),
     jobs.succeed_and_claim(text, jsonb, text, integer, text, interval),
     jobs.succeed_many(text[], jsonb),
@@ -1010,9 +1140,13 @@ GRANT EXECUTE ON FUNCTION
  * List and read functions are SECURITY INVOKER and STABLE (PostgREST GET),
  * so row-level security on jobs.job decides what each caller sees; the
  * writing ones (run, acknowledge, set_documents_relation) are VOLATILE
- * (POST).  Two small SECURITY DEFINER helpers exist, each executable only by
- * the roles it serves: global statistics for monitors, and document titles
- * for admins.
+ * (POST).  The helpers they call as the caller are public functions too
+ * (document_id, document, queue_position, task_filter, task_filter_clause):
+ * each answers only from what the caller may read.  Three SECURITY DEFINER
+ * helpers exist, each executable only by the roles it serves: global
+ * statistics for monitors, document titles for admins, and the count of the
+ * jobs ahead in a queue, which nobody is granted (src/guarded.c reaches it
+ * after checking the caller).
  */
 
 -- Small key/value settings of the extension (the v9 documents relation).
@@ -1039,53 +1173,53 @@ GRANT INSERT, UPDATE, DELETE ON jobs.setting TO jobs_admin;
  * but admins unless an admin grants it.
  */
 CREATE POLICY job_acknowledge ON jobs.job FOR UPDATE
-    USING (status IN ('success', 'failure', 'revoked') AND jobs._visible(owner))
-    WITH CHECK (status IN ('success', 'failure', 'revoked') AND jobs._visible(owner));
+    USING (status IN ('success', 'failure', 'revoked') AND jobs.visible(owner))
+    WITH CHECK (status IN ('success', 'failure', 'revoked') AND jobs.visible(owner));
 
 -- Document id in a JSON value: a non-negative integer, as number or string.
-CREATE FUNCTION jobs._document_id(v jsonb) RETURNS bigint
+CREATE FUNCTION jobs.document_id(value jsonb) RETURNS bigint
     LANGUAGE sql IMMUTABLE PARALLEL SAFE
     SET search_path = pg_catalog, pg_temp
-    RETURN CASE WHEN pg_catalog.jsonb_typeof(v) IN ('number', 'string')
-                     AND (v #>> '{}') ~ '^[0-9]{1,18}$'
-                THEN (v #>> '{}')::bigint END;
-COMMENT ON FUNCTION jobs._document_id(jsonb) IS
-    'The integer in a JSON number or numeric string, else NULL (internal).';
-
-CREATE FUNCTION jobs._related_document_ids(result jsonb) RETURNS bigint[]
-    LANGUAGE sql IMMUTABLE PARALLEL SAFE
-    SET search_path = pg_catalog, pg_temp
-    RETURN CASE
-        WHEN jobs._document_id(result -> 'document_id') IS NOT NULL
-            THEN ARRAY[jobs._document_id(result -> 'document_id')]
-        WHEN jobs._document_id(result -> 'duplicate_of') IS NOT NULL
-            THEN ARRAY[jobs._document_id(result -> 'duplicate_of')]
-        ELSE '{}'::bigint[]
-    END;
-COMMENT ON FUNCTION jobs._related_document_ids(jsonb) IS
-    'Documents a result refers to: [document_id] if present, else [duplicate_of] if present, else [].';
+    RETURN CASE WHEN pg_catalog.jsonb_typeof(value) IN ('number', 'string')
+                     AND (value #>> '{}') ~ '^[0-9]{1,18}$'
+                THEN (value #>> '{}')::bigint END;
+COMMENT ON FUNCTION jobs.document_id(jsonb) IS
+    'The document id in a JSON value of a result (document_id, duplicate_of): a non-negative integer as a number or a numeric string, else NULL.';
 
 /*
  * Place of a due pending job in its queue: 1 = next to run.  Jobs ahead are
  * the due pending jobs of the same queue with a higher priority, or the same
  * priority and a smaller id (the order claims take them in).  Counted over
  * every job, not only those the caller may see, so the position is the real
- * one (it reveals a count, never a job); one range scan of the claim index.
+ * one; one range scan of the claim index.  Nobody may execute
+ * jobs._queue_ahead(): jobs.queue_position() (src/guarded.c) calls it for a
+ * job the caller can see, so it reveals a count, never a job.
  */
-CREATE FUNCTION jobs._queue_position(queue text, priority smallint, job_id bigint)
-    RETURNS bigint
-    LANGUAGE sql STABLE SECURITY DEFINER PARALLEL SAFE
+CREATE FUNCTION jobs._queue_ahead(job_id bigint) RETURNS bigint
+    LANGUAGE sql STABLE SECURITY DEFINER
     SET search_path = pg_catalog, pg_temp
-    RETURN (SELECT pg_catalog.count(*) + 1 FROM jobs.job_hot h
-            WHERE h.status = 'pending' AND h.queue = _queue_position.queue
-              AND (h.priority, h.id) < (_queue_position.priority, _queue_position.job_id)
-              AND h.run_at <= pg_catalog.now());
-COMMENT ON FUNCTION jobs._queue_position(text, smallint, bigint) IS
-    'Position of a due pending job in its queue, 1 = next (internal; see queue_position in jobs.task_v10).';
+    RETURN (SELECT (SELECT pg_catalog.count(*) FROM jobs.job_hot h
+                    WHERE h.status = 'pending' AND h.queue = me.queue
+                      AND (h.priority, h.id) < (me.priority, me.id)
+                      AND h.run_at <= pg_catalog.now()) + 1
+            FROM jobs.job_hot me
+            WHERE me.id = _queue_ahead.job_id AND me.status = 'pending');
+COMMENT ON FUNCTION jobs._queue_ahead(bigint) IS
+    'Position of a due pending job in its queue, counted over every job, 1 = next; NULL when it is not pending (internal; executable by nobody, see jobs.queue_position()).';
+
+-- PARALLEL RESTRICTED: it runs a query of its own, in the leader only.
+CREATE FUNCTION jobs.queue_position(task_id text) RETURNS bigint
+    LANGUAGE c STABLE STRICT PARALLEL RESTRICTED
+    AS 'MODULE_PATHNAME', 'pg_jobs_queue_position';
+COMMENT ON FUNCTION jobs.queue_position(text) IS
+    'Place of a due pending job the caller can see in its queue, 1 = next to run, counting every job ahead (visible or not); NULL for any other task id.';
 
 /*
  * The v10 row of a job: the fields of the paperless-ngx tasks API, with the
- * display labels joined in.  security_invoker, so the caller's RLS applies.
+ * display labels joined in.  security_invoker, so the caller's RLS applies;
+ * the functions it calls are therefore executable by everyone.  Related
+ * documents: [document_id] if present, else [duplicate_of] if present,
+ * else [].
  * Beyond the paperless fields: the queue position of a due pending job
  * (NULL for others, including waiting and delayed ones), the dependencies
  * still blocking a waiting job, the parent, and progress.
@@ -1106,16 +1240,22 @@ SELECT j.id,
        pg_catalog.date_part('epoch', j.date_started - j.date_created) AS wait_time_seconds,
        j.input AS input_data,
        j.result AS result_data,
-       jobs._related_document_ids(j.result) AS related_document_ids,
+       CASE WHEN jobs.document_id(j.result -> 'document_id') IS NOT NULL
+                THEN ARRAY[jobs.document_id(j.result -> 'document_id')]
+            WHEN jobs.document_id(j.result -> 'duplicate_of') IS NOT NULL
+                THEN ARRAY[jobs.document_id(j.result -> 'duplicate_of')]
+            ELSE '{}'::bigint[]
+       END AS related_document_ids,
        j.acknowledged,
        j.owner,
        j.queue,
        j.priority,
        CASE WHEN j.status = 'pending' AND j.run_at <= pg_catalog.now()
-            THEN jobs._queue_position(j.queue, j.priority, j.id) END AS queue_position,
+            THEN jobs.queue_position(j.task_id) END AS queue_position,
        j.parent_id,
        j.depends_on,
-       CASE WHEN j.status = 'pending' AND j.run_at = jobs._waiting_run_at()
+       -- the run_at of a waiting job, jobs._waiting_run_at()
+       CASE WHEN j.status = 'pending' AND j.run_at = '9999-12-31 00:00:00+00'::timestamptz
             THEN NULLIF(ARRAY(SELECT d.depends_on_id FROM jobs.job_dependency d
                               WHERE d.job_id = j.id ORDER BY d.depends_on_id),
                         '{}') END AS blocked_by,
@@ -1135,9 +1275,10 @@ COMMENT ON VIEW jobs.task_v10 IS
  * The WHERE clause shared by jobs.tasks() and jobs.status_counts(), over
  * jobs.task_v10 t.  It is constant text: the values come in as parameters
  * $1..$12 of EXECUTE ... USING, already validated and normalised by
- * jobs._task_args(); a NULL parameter filters nothing.
+ * jobs.task_filter(), in the order of its fields; a NULL parameter filters
+ * nothing.
  */
-CREATE FUNCTION jobs._task_where() RETURNS text
+CREATE FUNCTION jobs.task_filter_clause() RETURNS text
     LANGUAGE sql IMMUTABLE PARALLEL SAFE
     SET search_path = pg_catalog, pg_temp
     RETURN $where$
@@ -1153,18 +1294,18 @@ CREATE FUNCTION jobs._task_where() RETURNS text
     AND ($7 IS NULL
          OR pg_catalog.strpos(pg_catalog.lower(t.result_data ->> 'reason'), $7) > 0
          OR pg_catalog.strpos(pg_catalog.lower(t.result_data ->> 'error_message'), $7) > 0
-         OR jobs._document_id(t.result_data -> 'document_id') = $8
-         OR jobs._document_id(t.result_data -> 'duplicate_of') = $8
+         OR jobs.document_id(t.result_data -> 'document_id') = $8
+         OR jobs.document_id(t.result_data -> 'duplicate_of') = $8
          OR ($9 AND t.result_data ? 'duplicate_of'))
     AND ($10 IS NULL OR t.owner = $10)
     AND ($11 IS NULL OR t.date_created >= $11)
     AND ($12 IS NULL OR t.date_created <= $12)
 $where$;
-COMMENT ON FUNCTION jobs._task_where() IS
-    'WHERE clause of the task filters over jobs.task_v10 t, parameters $1..$12 (internal).';
+COMMENT ON FUNCTION jobs.task_filter_clause() IS
+    'The WHERE clause that jobs.tasks() and jobs.status_counts() apply over jobs.task_v10 t: parameters $1..$12 are the fields of a jobs.task_filter, in order.';
 
--- The normalised filter values, in the order of the parameters of jobs._task_where().
-CREATE TYPE jobs._task_args AS (
+-- The normalised filter values, in the order of the parameters of jobs.task_filter_clause().
+CREATE TYPE jobs.task_filter AS (
     task_type       text[],
     status          jobs.status[],
     trigger_source  text[],
@@ -1178,23 +1319,24 @@ CREATE TYPE jobs._task_args AS (
     created_after   timestamptz,
     created_before  timestamptz
 );
-COMMENT ON TYPE jobs._task_args IS 'Validated filters of jobs.tasks() and jobs.status_counts() (internal).';
+COMMENT ON TYPE jobs.task_filter IS 'Validated, normalised filters of jobs.tasks() and jobs.status_counts().';
 
 /*
  * Validate and normalise the filters of the task list.  Empty lists and
  * blank searches filter nothing; statuses are checked (22023) and narrowed
  * by is_complete; searches are lower-cased for a case-insensitive match.
  */
-CREATE FUNCTION jobs._task_args(
-    task_type text[], status text[], trigger_source text[], acknowledged boolean,
-    is_complete boolean, task_id text, name text, result text, owner name,
-    date_created_after timestamptz, date_created_before timestamptz)
-    RETURNS jobs._task_args
+CREATE FUNCTION jobs.task_filter(
+    task_type text[] DEFAULT NULL, status text[] DEFAULT NULL, trigger_source text[] DEFAULT NULL,
+    acknowledged boolean DEFAULT NULL, is_complete boolean DEFAULT NULL, task_id text DEFAULT NULL,
+    name text DEFAULT NULL, result text DEFAULT NULL, owner name DEFAULT NULL,
+    date_created_after timestamptz DEFAULT NULL, date_created_before timestamptz DEFAULT NULL)
+    RETURNS jobs.task_filter
     LANGUAGE plpgsql STABLE
     SET search_path = pg_catalog, pg_temp
 AS $fn$
 DECLARE
-    a       jobs._task_args;
+    a       jobs.task_filter;
     bad     text;
     term    text;
 BEGIN
@@ -1237,42 +1379,9 @@ BEGIN
     RETURN a;
 END
 $fn$;
-COMMENT ON FUNCTION jobs._task_args(text[], text[], text[], boolean, boolean, text, text, text,
+COMMENT ON FUNCTION jobs.task_filter(text[], text[], text[], boolean, boolean, text, text, text,
     name, timestamptz, timestamptz) IS
-    'Validates and normalises the task list filters (internal).';
-
-/*
- * The API version the client asked for, from the Accept header PostgREST
- * passes in request.headers ("application/json; version=9").  None: 10.
- * Versions 1 to 9 are the legacy list (their task format is the same).
- */
-CREATE FUNCTION jobs._api_version() RETURNS integer
-    LANGUAGE plpgsql STABLE
-    SET search_path = pg_catalog, pg_temp
-AS $fn$
-DECLARE
-    headers text := pg_catalog.current_setting('request.headers', true);
-    accept  text;
-    version text;
-BEGIN
-    IF headers IS NULL OR headers = '' THEN
-        RETURN 10;
-    END IF;
-    accept := pg_catalog.lower(headers::jsonb ->> 'accept');
-    version := pg_catalog.substring(accept, 'version\s*=\s*"?([^";,[:space:]]*)');
-    IF version IS NULL THEN
-        RETURN 10;
-    END IF;
-    IF version !~ '^[0-9]{1,4}$' OR version::integer NOT BETWEEN 1 AND 10 THEN
-        RAISE EXCEPTION 'unsupported API version "%"', version
-            USING ERRCODE = '22023',
-                  HINT = 'Ask for version=10 (the default) or version=9 (the legacy task list) in the Accept header.';
-    END IF;
-    RETURN version::integer;
-END
-$fn$;
-COMMENT ON FUNCTION jobs._api_version() IS
-    'API version requested in the Accept header of a PostgREST request (10 when none).';
+    'The filters of jobs.tasks() as they are applied: validated (22023 for an unknown status) and normalised (empty lists filter nothing, searches lower-cased, status narrowed by is_complete).';
 
 CREATE FUNCTION jobs.tasks(
     page integer DEFAULT 1,
@@ -1294,15 +1403,30 @@ CREATE FUNCTION jobs.tasks(
     SET search_path = pg_catalog, pg_temp
 AS $fn$
 DECLARE
-    a       jobs._task_args;
+    a       jobs.task_filter;
     size    integer;
     total   bigint;
     ord     text := coalesce(NULLIF(pg_catalog.btrim(ordering), ''), '-date_created');
     col     text;
     dir     text := 'ASC';
     results jsonb;
+    headers text := pg_catalog.current_setting('request.headers', true);
+    version text;
 BEGIN
-    IF jobs._api_version() < 10 THEN
+    -- The API version the client asked for, from the Accept header PostgREST
+    -- passes in request.headers ("application/json; version=9").  None: 10.
+    -- Versions 1 to 9 are the legacy list (their task format is the same).
+    IF headers IS NOT NULL AND headers <> '' THEN
+        version := pg_catalog.substring(pg_catalog.lower(headers::jsonb ->> 'accept'),
+                                        'version\s*=\s*"?([^";,[:space:]]*)');
+        IF version IS NOT NULL
+           AND (version !~ '^[0-9]{1,4}$' OR version::integer NOT BETWEEN 1 AND 10) THEN
+            RAISE EXCEPTION 'unsupported API version "%"', version
+                USING ERRCODE = '22023',
+                      HINT = 'Ask for version=10 (the default) or version=9 (the legacy task list) in the Accept header.';
+        END IF;
+    END IF;
+    IF version IS NOT NULL AND version::integer < 10 THEN
         -- the legacy list: unpaginated, legacy fields
         RETURN (SELECT coalesce(pg_catalog.jsonb_agg(pg_catalog.to_jsonb(v)
                                                       ORDER BY v.date_created DESC, v.id DESC), '[]')
@@ -1334,10 +1458,10 @@ BEGIN
                   HINT = 'Order by date_created, date_done, status, task_type, duration_seconds or wait_time_seconds, with a leading "-" for descending order.';
     END IF;
 
-    a := jobs._task_args(task_type, status, trigger_source, acknowledged, is_complete, task_id,
-                         name, result, owner, date_created_after, date_created_before);
+    a := jobs.task_filter(task_type, status, trigger_source, acknowledged, is_complete, task_id,
+                          name, result, owner, date_created_after, date_created_before);
 
-    EXECUTE 'SELECT pg_catalog.count(*) FROM jobs.task_v10 t WHERE ' || jobs._task_where()
+    EXECUTE 'SELECT pg_catalog.count(*) FROM jobs.task_v10 t WHERE ' || jobs.task_filter_clause()
         INTO total
         USING a.task_type, a.status, a.trigger_source, a.acknowledged, a.task_id, a.name,
               a.result, a.result_number, a.result_duplicate, a.owner, a.created_after,
@@ -1356,7 +1480,7 @@ BEGIN
         'FROM (SELECT t.*, pg_catalog.row_number() OVER (ORDER BY t.%I %s NULLS LAST, t.id %s) AS pgjobs_n '
         '      FROM jobs.task_v10 t WHERE %s '
         '      ORDER BY t.%I %s NULLS LAST, t.id %s LIMIT $13 OFFSET $14) p',
-        'pgjobs_n', '[]', col, dir, dir, jobs._task_where(), col, dir, dir)
+        'pgjobs_n', '[]', col, dir, dir, jobs.task_filter_clause(), col, dir, dir)
         INTO results
         USING a.task_type, a.status, a.trigger_source, a.acknowledged, a.task_id, a.name,
               a.result, a.result_number, a.result_duplicate, a.owner, a.created_after,
@@ -1390,18 +1514,18 @@ CREATE FUNCTION jobs.status_counts(
     SET search_path = pg_catalog, pg_temp
 AS $fn$
 DECLARE
-    a       jobs._task_args;
+    a       jobs.task_filter;
     counts  jsonb;
 BEGIN
     -- the sections are statuses: the status and is_complete filters are ignored
-    a := jobs._task_args(task_type, NULL, trigger_source, acknowledged, NULL, task_id,
-                         name, result, owner, date_created_after, date_created_before);
+    a := jobs.task_filter(task_type, NULL, trigger_source, acknowledged, NULL, task_id,
+                          name, result, owner, date_created_after, date_created_before);
     EXECUTE 'SELECT pg_catalog.jsonb_build_object('
             '''all'', pg_catalog.count(*), '
             '''needs_attention'', pg_catalog.count(*) FILTER (WHERE t.status IN (''failure'', ''revoked'')), '
             '''in_progress'', pg_catalog.count(*) FILTER (WHERE t.status IN (''pending'', ''started'')), '
             '''completed'', pg_catalog.count(*) FILTER (WHERE t.status = ''success'')) '
-            'FROM jobs.task_v10 t WHERE ' || jobs._task_where()
+            'FROM jobs.task_v10 t WHERE ' || jobs.task_filter_clause()
         INTO counts
         USING a.task_type, a.status, a.trigger_source, a.acknowledged, a.task_id, a.name,
               a.result, a.result_number, a.result_duplicate, a.owner, a.created_after,
@@ -1432,6 +1556,9 @@ AS $fn$
 DECLARE
     parent bigint;
 BEGIN
+    IF task_id IS NULL THEN
+        RAISE EXCEPTION 'task id must not be null' USING ERRCODE = '22004';
+    END IF;
     SELECT j.id INTO parent FROM jobs.job j WHERE j.task_id = children.task_id;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'task % does not exist', task_id
@@ -1465,69 +1592,37 @@ CREATE TYPE jobs.task_v9 AS (
 COMMENT ON TYPE jobs.task_v9 IS
     'A task in the legacy (v9) format: legacy task names, types and upper-case statuses, the result as text.';
 
-CREATE FUNCTION jobs._v9_type(trigger_source text) RETURNS text
-    LANGUAGE sql IMMUTABLE PARALLEL SAFE
-    SET search_path = pg_catalog, pg_temp
-    RETURN CASE
-        WHEN trigger_source = 'scheduled' THEN 'scheduled_task'
-        WHEN trigger_source IN ('system', 'email_consume', 'folder_consume') THEN 'auto_task'
-        ELSE 'manual_task'
-    END;
-COMMENT ON FUNCTION jobs._v9_type(text) IS
-    'The v9 task type of a trigger source: scheduled_task, auto_task or manual_task.';
-
-CREATE FUNCTION jobs._v9_result(result jsonb) RETURNS text
-    LANGUAGE sql IMMUTABLE PARALLEL SAFE
-    SET search_path = pg_catalog, pg_temp
-    RETURN CASE
-        WHEN pg_catalog.jsonb_typeof(result) IS DISTINCT FROM 'object' THEN NULL
-        WHEN result ->> 'document_id' IS NOT NULL
-            THEN 'Success. New document id ' || (result ->> 'document_id') || ' created'
-        WHEN result ->> 'reason' IS NOT NULL THEN result ->> 'reason'
-        WHEN result ->> 'duplicate_of' IS NOT NULL
-            THEN 'Not consuming: It is a duplicate of document #' || (result ->> 'duplicate_of')
-        WHEN result ->> 'error_message' IS NOT NULL THEN result ->> 'error_message'
-    END;
-COMMENT ON FUNCTION jobs._v9_result(jsonb) IS
-    'The v9 result text rebuilt from a structured result.';
-
-CREATE FUNCTION jobs._documents_relation() RETURNS regclass
-    LANGUAGE sql STABLE
-    SET search_path = pg_catalog, pg_temp
-    RETURN (SELECT pg_catalog.to_regclass(s.value) FROM jobs.setting s
-            WHERE s.name = 'documents_relation');
-COMMENT ON FUNCTION jobs._documents_relation() IS
-    'The configured documents relation, or NULL (see jobs.set_documents_relation()).';
-
-CREATE FUNCTION jobs._column_type(relation regclass, colname name) RETURNS regtype
-    LANGUAGE sql STABLE
-    SET search_path = pg_catalog, pg_temp
-    RETURN (SELECT a.atttypid::regtype FROM pg_catalog.pg_attribute a
-            WHERE a.attrelid = relation AND a.attname = colname
-              AND a.attnum > 0 AND NOT a.attisdropped);
-COMMENT ON FUNCTION jobs._column_type(regclass, name) IS
-    'Type of a column of a relation, NULL when there is no such column (internal).';
-
 /*
- * One document as {"id","title","deleted_at"}, read with the privileges of
- * the current user (their GRANTs and RLS decide), or NULL when they may not
- * read it or it does not exist.  deleted_at is NULL when the relation has no
- * such column.  Only columns of built-in types are read (an integer id), so
- * that reading a document runs no user-defined cast or output function.
+ * One document of the relation set with jobs.set_documents_relation(), as
+ * {"id","title","deleted_at"}, read with the privileges of the current user
+ * (their GRANTs and RLS decide), or NULL when they may not read it, it does
+ * not exist or no relation is set.  deleted_at is NULL when the relation has
+ * no such column.  Only columns of built-in types are read (an integer id),
+ * so that reading a document runs no user-defined cast or output function.
  */
-CREATE FUNCTION jobs._document_lookup(relation regclass, doc_id bigint) RETURNS jsonb
+CREATE FUNCTION jobs.document(doc_id bigint) RETURNS jsonb
     LANGUAGE plpgsql STABLE
     SET search_path = pg_catalog, pg_temp
 AS $fn$
 DECLARE
-    id_type     regtype := jobs._column_type(relation, 'id');
-    title_type  regtype := jobs._column_type(relation, 'title');
-    del_type    regtype := jobs._column_type(relation, 'deleted_at');
+    relation    regclass := (SELECT pg_catalog.to_regclass(s.value) FROM jobs.setting s
+                             WHERE s.name = 'documents_relation');
+    id_type     regtype;
+    title_type  regtype;
+    del_type    regtype;
     deleted     text := 'NULL';
     doc         jsonb;
 BEGIN
-    IF relation IS NULL OR doc_id IS NULL
-       OR id_type IS NULL OR id_type NOT IN ('smallint', 'integer', 'bigint')
+    IF relation IS NULL OR doc_id IS NULL THEN
+        RETURN NULL;
+    END IF;
+    SELECT pg_catalog.max(a.atttypid) FILTER (WHERE a.attname = 'id'),
+           pg_catalog.max(a.atttypid) FILTER (WHERE a.attname = 'title'),
+           pg_catalog.max(a.atttypid) FILTER (WHERE a.attname = 'deleted_at')
+      INTO id_type, title_type, del_type
+      FROM pg_catalog.pg_attribute a
+     WHERE a.attrelid = relation AND a.attnum > 0 AND NOT a.attisdropped;
+    IF id_type IS NULL OR id_type NOT IN ('smallint', 'integer', 'bigint')
        OR title_type IS NULL OR title_type::oid >= 16384
        OR NOT pg_catalog.has_column_privilege(relation, 'id', 'SELECT')
        OR NOT pg_catalog.has_column_privilege(relation, 'title', 'SELECT') THEN
@@ -1544,8 +1639,8 @@ BEGIN
     RETURN doc;
 END
 $fn$;
-COMMENT ON FUNCTION jobs._document_lookup(regclass, bigint) IS
-    'One document as {"id","title","deleted_at"}, read with the current user''s privileges; NULL if not readable (internal).';
+COMMENT ON FUNCTION jobs.document(bigint) IS
+    'One document of the documents relation (see jobs.set_documents_relation()) as {"id","title","deleted_at"}, read with the caller''s privileges; NULL when it is not readable, missing, or no relation is set.';
 
 /*
  * Admins see every document: for them the lookup runs as the extension
@@ -1559,9 +1654,10 @@ CREATE FUNCTION jobs._document_for_admin(doc_id bigint) RETURNS jsonb
     LANGUAGE sql STABLE SECURITY DEFINER
     SET search_path = pg_catalog, pg_temp
 AS $fn$
-    SELECT jobs._document_lookup(c.oid::regclass, doc_id)
+    SELECT jobs.document(doc_id)
     FROM pg_catalog.pg_class c
-    WHERE c.oid = jobs._documents_relation()
+    WHERE c.oid = (SELECT pg_catalog.to_regclass(s.value) FROM jobs.setting s
+                   WHERE s.name = 'documents_relation')
       AND CASE c.relkind
               WHEN 'r' THEN NOT EXISTS (SELECT 1 FROM pg_catalog.pg_inherits i
                                         WHERE i.inhparent = c.oid)
@@ -1574,35 +1670,24 @@ $fn$;
 COMMENT ON FUNCTION jobs._document_for_admin(bigint) IS
     'One document of the configured documents relation (a plain table), read as the extension owner; executable by jobs_admin only (internal).';
 
-CREATE FUNCTION jobs._duplicate_documents(result jsonb) RETURNS jsonb
-    LANGUAGE plpgsql STABLE
-    SET search_path = pg_catalog, pg_temp
-AS $fn$
-DECLARE
-    dup bigint := jobs._document_id(result -> 'duplicate_of');
-    doc jsonb;
-BEGIN
-    IF dup IS NULL THEN
-        RETURN '[]';
-    END IF;
-    IF jobs._is_admin() THEN
-        doc := jobs._document_for_admin(dup);
-    END IF;
-    IF doc IS NULL THEN
-        doc := jobs._document_lookup(jobs._documents_relation(), dup);
-    END IF;
-    RETURN CASE WHEN doc IS NULL THEN '[]'::jsonb ELSE pg_catalog.jsonb_build_array(doc) END;
-END
-$fn$;
-COMMENT ON FUNCTION jobs._duplicate_documents(jsonb) IS
-    'v9 duplicate_documents: the document named by duplicate_of, if the caller may see it (admins always), else [].';
-
+/*
+ * The legacy list.  type: scheduled -> scheduled_task; system,
+ * email_consume, folder_consume -> auto_task; others -> manual_task.  result:
+ * the v9 text rebuilt from the structured result.  duplicate_documents: the
+ * document named by duplicate_of, if the caller may read it (admins through
+ * jobs._document_for_admin()), else [].
+ */
 CREATE FUNCTION jobs.tasks_v9(task_name text DEFAULT NULL, type text DEFAULT NULL,
                               task_id text DEFAULT NULL)
     RETURNS SETOF jobs.task_v9
     LANGUAGE plpgsql STABLE
     SET search_path = pg_catalog, pg_temp
 AS $fn$
+DECLARE
+    admin   boolean := jobs.is_admin();
+    v       record;
+    r       jobs.task_v9;
+    doc     jsonb;
 BEGIN
     IF tasks_v9.type IS NOT NULL
        AND tasks_v9.type NOT IN ('auto_task', 'scheduled_task', 'manual_task') THEN
@@ -1610,26 +1695,59 @@ BEGIN
             USING ERRCODE = '22023',
                   HINT = 'The v9 type is one of auto_task, scheduled_task and manual_task.';
     END IF;
-    RETURN QUERY
-    SELECT j.id::integer,
-           j.task_id,
-           COALESCE(tt.legacy_name, j.task_type),
-           j.input ->> 'filename',
-           jobs._v9_type(j.trigger_source),
-           pg_catalog.upper(j.status::text),
-           j.date_created,
-           j.date_done,
-           jobs._v9_result(j.result),
-           j.acknowledged,
-           (jobs._related_document_ids(j.result))[1]::integer,
-           jobs._duplicate_documents(j.result),
-           j.owner
-    FROM jobs.job j
-    LEFT JOIN jobs.task_type tt ON tt.name = j.task_type
-    WHERE (tasks_v9.task_name IS NULL OR COALESCE(tt.legacy_name, j.task_type) = tasks_v9.task_name)
-      AND (tasks_v9.type IS NULL OR jobs._v9_type(j.trigger_source) = tasks_v9.type)
-      AND (tasks_v9.task_id IS NULL OR j.task_id = tasks_v9.task_id)
-    ORDER BY j.date_created DESC, j.id DESC;
+    FOR v IN
+        SELECT j.id, j.task_id, COALESCE(tt.legacy_name, j.task_type) AS legacy_name,
+               j.input ->> 'filename' AS file_name, k.v9_type, j.status, j.date_created,
+               j.date_done, j.result, j.acknowledged, j.owner,
+               coalesce(jobs.document_id(j.result -> 'document_id'),
+                        jobs.document_id(j.result -> 'duplicate_of')) AS related,
+               jobs.document_id(j.result -> 'duplicate_of') AS duplicate_of
+        FROM jobs.job j
+        LEFT JOIN jobs.task_type tt ON tt.name = j.task_type
+        CROSS JOIN LATERAL (SELECT CASE
+                                WHEN j.trigger_source = 'scheduled' THEN 'scheduled_task'
+                                WHEN j.trigger_source IN ('system', 'email_consume', 'folder_consume')
+                                    THEN 'auto_task'
+                                ELSE 'manual_task'
+                            END AS v9_type) k
+        WHERE (tasks_v9.task_name IS NULL OR COALESCE(tt.legacy_name, j.task_type) = tasks_v9.task_name)
+          AND (tasks_v9.type IS NULL OR k.v9_type = tasks_v9.type)
+          AND (tasks_v9.task_id IS NULL OR j.task_id = tasks_v9.task_id)
+        ORDER BY j.date_created DESC, j.id DESC
+    LOOP
+        doc := NULL;
+        IF v.duplicate_of IS NOT NULL THEN
+            IF admin THEN
+                doc := jobs._document_for_admin(v.duplicate_of);
+            END IF;
+            IF doc IS NULL THEN
+                doc := jobs.document(v.duplicate_of);
+            END IF;
+        END IF;
+        r.id := v.id;
+        r.task_id := v.task_id;
+        r.task_name := v.legacy_name;
+        r.task_file_name := v.file_name;
+        r.type := v.v9_type;
+        r.status := pg_catalog.upper(v.status::text);
+        r.date_created := v.date_created;
+        r.date_done := v.date_done;
+        r.result := CASE
+            WHEN pg_catalog.jsonb_typeof(v.result) IS DISTINCT FROM 'object' THEN NULL
+            WHEN v.result ->> 'document_id' IS NOT NULL
+                THEN 'Success. New document id ' || (v.result ->> 'document_id') || ' created'
+            WHEN v.result ->> 'reason' IS NOT NULL THEN v.result ->> 'reason'
+            WHEN v.result ->> 'duplicate_of' IS NOT NULL
+                THEN 'Not consuming: It is a duplicate of document #' || (v.result ->> 'duplicate_of')
+            WHEN v.result ->> 'error_message' IS NOT NULL THEN v.result ->> 'error_message'
+        END;
+        r.acknowledged := v.acknowledged;
+        r.related_document := v.related;
+        r.duplicate_documents := CASE WHEN doc IS NULL THEN '[]'::jsonb
+                                      ELSE pg_catalog.jsonb_build_array(doc) END;
+        r.owner := v.owner;
+        RETURN NEXT r;
+    END LOOP;
 END
 $fn$;
 COMMENT ON FUNCTION jobs.tasks_v9(text, text, text) IS
@@ -1640,9 +1758,10 @@ CREATE FUNCTION jobs.set_documents_relation(relation regclass) RETURNS regclass
     SET search_path = pg_catalog, pg_temp
 AS $fn$
 DECLARE
-    idtype regtype;
+    idtype      regtype;
+    title_type  regtype;
 BEGIN
-    IF NOT jobs._is_admin() THEN
+    IF NOT jobs.is_admin() THEN
         RAISE EXCEPTION 'permission denied to set the documents relation'
             USING ERRCODE = '42501',
                   HINT = 'Only superusers and members of jobs_admin may configure pg_jobs.';
@@ -1656,20 +1775,24 @@ BEGIN
         RAISE EXCEPTION '"%" is not a table or view', relation
             USING ERRCODE = '22023';
     END IF;
-    idtype := jobs._column_type(relation, 'id');
+    SELECT pg_catalog.max(a.atttypid) FILTER (WHERE a.attname = 'id'),
+           pg_catalog.max(a.atttypid) FILTER (WHERE a.attname = 'title')
+      INTO idtype, title_type
+      FROM pg_catalog.pg_attribute a
+     WHERE a.attrelid = relation AND a.attnum > 0 AND NOT a.attisdropped;
     IF idtype IS NULL OR idtype NOT IN ('smallint'::regtype, 'integer'::regtype, 'bigint'::regtype) THEN
         RAISE EXCEPTION 'relation "%" has no integer column "id"', relation
             USING ERRCODE = '22023',
                   HINT = 'The documents relation needs columns id (an integer) and title, and may have deleted_at.';
     END IF;
-    IF jobs._column_type(relation, 'title') IS NULL THEN
+    IF title_type IS NULL THEN
         RAISE EXCEPTION 'relation "%" has no column "title"', relation
             USING ERRCODE = '22023',
                   HINT = 'The documents relation needs columns id (an integer) and title, and may have deleted_at.';
     END IF;
-    IF jobs._column_type(relation, 'title')::oid >= 16384 THEN
+    IF title_type::oid >= 16384 THEN
         RAISE EXCEPTION 'column "title" of relation "%" must have a built-in type, not %',
-                        relation, jobs._column_type(relation, 'title')
+                        relation, title_type
             USING ERRCODE = '22023',
                   HINT = 'Use text or varchar, or a view that casts the column.';
     END IF;
@@ -1781,7 +1904,7 @@ COMMENT ON TABLE jobs.job_daily_done IS
 -- Totals are as visible as the jobs they count: the job_select rule on owner.
 ALTER TABLE jobs.job_daily ENABLE ROW LEVEL SECURITY;
 CREATE POLICY job_daily_select ON jobs.job_daily FOR SELECT
-    USING (jobs._visible(owner));
+    USING (jobs.visible(owner));
 REVOKE ALL ON jobs.job_daily, jobs.job_daily_done FROM PUBLIC;
 GRANT SELECT ON jobs.job_daily, jobs.job_daily_done TO PUBLIC;
 
@@ -1962,7 +2085,7 @@ COMMENT ON FUNCTION jobs.refresh_summaries(integer, boolean) IS
 REVOKE ALL ON FUNCTION jobs.refresh_summaries(integer, boolean), jobs._job_daily_stale(),
     jobs._summary_forget(oid), jobs._summary_horizon() FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION jobs.refresh_summaries(integer, boolean) TO jobs_admin;
-GRANT EXECUTE ON FUNCTION jobs._summary_days(), jobs._utc_day(timestamptz) TO PUBLIC;
+REVOKE ALL ON FUNCTION jobs._summary_days(), jobs._utc_day(timestamptz) FROM PUBLIC;
 
 /*
  * Statistics per task type over the jobs created in the last `days` days
@@ -1981,8 +2104,15 @@ GRANT EXECUTE ON FUNCTION jobs._summary_days(), jobs._utc_day(timestamptz) TO PU
  * RLS applies to jobs.job and jobs.job_daily alike (same rule on owner), so
  * a non-monitor gets the totals of the jobs it can see.  The averages are
  * sums over counts of the non-null values, as avg() computes them.
+ *
+ * Monitors (jobs_monitor, pg_monitor, jobs_admin) get global statistics:
+ * RLS would narrow what they read, so they go through
+ * jobs._summary_global(), a security definer that runs this function again
+ * as the extension owner, to whom RLS does not apply (row_security_active()
+ * is false there, so it computes instead of recursing).  Superusers and the
+ * owner compute directly: RLS does not narrow them either.
  */
-CREATE FUNCTION jobs._summary_rows(days integer) RETURNS SETOF jobs.task_summary
+CREATE FUNCTION jobs.summary(days integer DEFAULT 30) RETURNS SETOF jobs.task_summary
     LANGUAGE plpgsql STABLE
     SET search_path = pg_catalog, pg_temp
 AS $fn$
@@ -1997,20 +2127,28 @@ DECLARE
     live       text[] := '{}';  -- date_done ranges read row by row
     counted    text[] := '{}';  -- date_done ranges of the rolled-up days
 BEGIN
+    IF pg_catalog.row_security_active('jobs.job')
+       AND pg_catalog.has_function_privilege('jobs._summary_global(integer)', 'EXECUTE') THEN
+        RETURN QUERY SELECT * FROM jobs._summary_global(days);
+        RETURN;
+    END IF;
     IF days IS NULL THEN
         RAISE EXCEPTION 'days must not be null'
             USING ERRCODE = '22023',
                   HINT = 'Pass a number of days between 1 and 365.';
     END IF;
     since := pg_catalog.now() - pg_catalog.make_interval(days => least(greatest(days, 1), 365));
-    next_day := jobs._utc_day(since);
+    next_day := pg_catalog.date_trunc('day', since AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'; -- jobs._utc_day()
     IF next_day < since THEN
         next_day := next_day + interval '1 day';
     END IF;
 
     pos := since;
-    FOR d IN SELECT s.day, s.day_end FROM jobs._summary_days() s
-             WHERE s.day >= since ORDER BY s.day
+    -- the valid rolled-up days, as jobs._summary_days() lists them
+    FOR d IN SELECT s.day, s.day_end FROM jobs.job_daily_done s
+             JOIN pg_catalog.pg_class c ON c.oid = s.relid
+             WHERE c.relfilenode = s.relfilenode AND c.relispartition
+               AND s.day >= since ORDER BY s.day
     LOOP
         IF d.day > pos THEN
             live := live || pg_catalog.format('(j.date_done >= %L AND j.date_done < %L)', pos, d.day);
@@ -2103,34 +2241,18 @@ BEGIN
     USING since, next_day, used;
 END
 $fn$;
-COMMENT ON FUNCTION jobs._summary_rows(integer) IS
-    'Per task type statistics over the visible jobs created in the last days days (internal; see jobs.summary()).';
+COMMENT ON FUNCTION jobs.summary(integer) IS
+    'Per task type: total, pending (incl. started), success and failure counts, average duration and wait, last run, success and failure, over the jobs created in the last days days (1 to 365). Global for monitors (jobs_monitor, pg_monitor, admins), else over the jobs the caller can see.';
 
 -- Global statistics: run as the extension owner, so RLS does not narrow them.
 CREATE FUNCTION jobs._summary_global(days integer) RETURNS SETOF jobs.task_summary
     LANGUAGE sql STABLE SECURITY DEFINER
     SET search_path = pg_catalog, pg_temp
 AS $fn$
-    SELECT * FROM jobs._summary_rows(days)
+    SELECT * FROM jobs.summary(days)
 $fn$;
 COMMENT ON FUNCTION jobs._summary_global(integer) IS
     'Per task type statistics over every job; executable by jobs_monitor, pg_monitor and jobs_admin only (internal).';
-
-CREATE FUNCTION jobs.summary(days integer DEFAULT 30) RETURNS SETOF jobs.task_summary
-    LANGUAGE plpgsql STABLE
-    SET search_path = pg_catalog, pg_temp
-AS $fn$
-BEGIN
-    -- Monitors (members of a role granted the global helper) get every job.
-    IF pg_catalog.has_function_privilege('jobs._summary_global(integer)', 'EXECUTE') THEN
-        RETURN QUERY SELECT * FROM jobs._summary_global(days);
-    ELSE
-        RETURN QUERY SELECT * FROM jobs._summary_rows(days);
-    END IF;
-END
-$fn$;
-COMMENT ON FUNCTION jobs.summary(integer) IS
-    'Per task type: total, pending (incl. started), success and failure counts, average duration and wait, last run, success and failure, over the jobs created in the last days days (1 to 365). Global for monitors (jobs_monitor, pg_monitor, admins), else over the jobs the caller can see.';
 
 -- Run and acknowledge ------------------------------------------------------
 
@@ -2142,7 +2264,7 @@ DECLARE
     tt  jobs.task_type;
     j   jobs.job;
 BEGIN
-    IF NOT jobs._is_admin() THEN
+    IF NOT jobs.is_admin() THEN
         RAISE EXCEPTION 'permission denied to trigger tasks manually'
             USING ERRCODE = '42501',
                   HINT = 'Only superusers and members of jobs_admin may use jobs.run().';
@@ -2240,46 +2362,40 @@ $fn$;
 COMMENT ON FUNCTION jobs.acknowledge(bigint[], boolean) IS
     'Acknowledges the listed tasks (each visible, listed once) or all visible unacknowledged ones; returns {"result": rows changed}. Needs UPDATE on jobs.job(acknowledged).';
 
--- Grants: the API is for everyone (RLS and the checks inside decide); the
--- two definer helpers only for the roles they serve.
+-- Grants: the API is for everyone (RLS and the checks inside decide),
+-- helpers the view and the list functions call as the caller included; the
+-- definer helpers only for the roles they serve.
 REVOKE ALL ON FUNCTION
-    jobs._document_id(jsonb), jobs._related_document_ids(jsonb), jobs._task_where(),
-    jobs._task_args(text[], text[], text[], boolean, boolean, text, text, text, name,
-                    timestamptz, timestamptz),
-    jobs._api_version(),
+    jobs.document_id(jsonb), jobs.queue_position(text), jobs._queue_ahead(bigint),
+    jobs.task_filter_clause(),
+    jobs.task_filter(text[], text[], text[], boolean, boolean, text, text, text, name,
+                     timestamptz, timestamptz),
     jobs.tasks(integer, integer, text[], text[], text[], boolean, boolean, text, text, text,
                name, timestamptz, timestamptz, text),
     jobs.status_counts(text[], text[], text[], boolean, boolean, text, text, text, name,
                        timestamptz, timestamptz),
-    jobs.active(), jobs._v9_type(text), jobs._v9_result(jsonb), jobs._documents_relation(),
-    jobs._column_type(regclass, name), jobs._document_lookup(regclass, bigint),
-    jobs._document_for_admin(bigint), jobs._duplicate_documents(jsonb),
+    jobs.active(), jobs.document(bigint), jobs._document_for_admin(bigint),
     jobs.tasks_v9(text, text, text), jobs.set_documents_relation(regclass),
-    jobs._summary_rows(integer), jobs._summary_global(integer), jobs.summary(integer),
-    jobs.run(text), jobs.acknowledge(bigint[], boolean),
-    jobs._queue_position(text, smallint, bigint), jobs.children(text)
+    jobs._summary_global(integer), jobs.summary(integer),
+    jobs.run(text), jobs.acknowledge(bigint[], boolean), jobs.children(text)
     FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION
-    jobs._document_id(jsonb), jobs._related_document_ids(jsonb), jobs._task_where(),
-    jobs._task_args(text[], text[], text[], boolean, boolean, text, text, text, name,
-                    timestamptz, timestamptz),
-    jobs._api_version(),
+    jobs.document_id(jsonb), jobs.queue_position(text), jobs.task_filter_clause(),
+    jobs.task_filter(text[], text[], text[], boolean, boolean, text, text, text, name,
+                     timestamptz, timestamptz),
     jobs.tasks(integer, integer, text[], text[], text[], boolean, boolean, text, text, text,
                name, timestamptz, timestamptz, text),
     jobs.status_counts(text[], text[], text[], boolean, boolean, text, text, text, name,
                        timestamptz, timestamptz),
-    jobs.active(), jobs._v9_type(text), jobs._v9_result(jsonb), jobs._documents_relation(),
-    jobs._column_type(regclass, name), jobs._document_lookup(regclass, bigint),
-    jobs._duplicate_documents(jsonb), jobs.tasks_v9(text, text, text),
-    jobs.set_documents_relation(regclass), jobs._summary_rows(integer), jobs.summary(integer),
+    jobs.active(), jobs.document(bigint), jobs.tasks_v9(text, text, text),
+    jobs.set_documents_relation(regclass), jobs.summary(integer),
     jobs.run(text), jobs.acknowledge(bigint[], boolean), jobs.children(text)
     TO PUBLIC;
--- Every v10 row computes its queue position (a count, no job data).
-GRANT EXECUTE ON FUNCTION jobs._queue_position(text, smallint, bigint) TO PUBLIC;
 -- Global statistics are for system monitoring; admins see everything anyway.
 GRANT EXECUTE ON FUNCTION jobs._summary_global(integer) TO jobs_monitor, pg_monitor, jobs_admin;
--- Admins see every document (see jobs._duplicate_documents()).
+-- Admins see every document (see jobs.tasks_v9()).
 GRANT EXECUTE ON FUNCTION jobs._document_for_admin(bigint) TO jobs_admin;
+-- jobs._queue_ahead(): nobody (src/guarded.c calls it after checking the caller).
 -- The v10 rows are every visible job (security_invoker: RLS of the caller).
 GRANT SELECT ON jobs.task_v10 TO PUBLIC;
 
@@ -2363,10 +2479,10 @@ CREATE TYPE jobs.log_source AS (
 );
 COMMENT ON TYPE jobs.log_source IS 'One source of a job''s log entries with its count.';
 
-CREATE FUNCTION jobs._current_task_id() RETURNS text
+CREATE FUNCTION jobs.current_task_id() RETURNS text
     LANGUAGE c STABLE PARALLEL RESTRICTED
     AS 'MODULE_PATHNAME', 'pg_jobs_current_task_id';
-COMMENT ON FUNCTION jobs._current_task_id() IS
+COMMENT ON FUNCTION jobs.current_task_id() IS
     'Task id of the job whose handler runs in this session, NULL elsewhere (jobs.log() defaults to it).';
 
 CREATE FUNCTION jobs.log(message text, level text DEFAULT 'info', source text DEFAULT NULL,
@@ -2384,7 +2500,7 @@ CREATE FUNCTION jobs._log_write(job_id bigint, message text, level text DEFAULT 
     LANGUAGE c VOLATILE
     AS 'MODULE_PATHNAME', 'pg_jobs_log_write';
 COMMENT ON FUNCTION jobs._log_write(bigint, text, text, text, jsonb, timestamptz) IS
-    'Internal: appends an entry by job id (admins and the engine; the job is not looked up). Same cap and notifications as jobs.log().';
+    'Internal: appends an entry by job id (admins and the engine; the job is not looked up). Same cap and notifications as jobs.log(). Executable by jobs_admin.';
 
 CREATE FUNCTION jobs.follow(task_id text, level text DEFAULT NULL, source text DEFAULT NULL)
     RETURNS text
@@ -2400,46 +2516,22 @@ COMMENT ON FUNCTION jobs.unfollow(text) IS
     'Stops following one channel of this session (all when NULL) and UNLISTENs; returns how many were removed.';
 
 /*
- * The levels at least as severe as min_level (NULL: no filter); 22023 for
- * an unknown level.
+ * The id of a job the caller can see, by task id: 22004 when NULL, 22023
+ * when empty, PT404 when unknown or invisible (row-level security decides).
  */
-CREATE FUNCTION jobs._log_levels(min_level text) RETURNS text[]
-    LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE
-    SET search_path = pg_catalog, pg_temp
-AS $fn$
-DECLARE
-    all_levels CONSTANT text[] := '{debug,info,notice,warning,error}';
-    pos integer;
-BEGIN
-    IF min_level IS NULL THEN
-        RETURN NULL;
-    END IF;
-    pos := pg_catalog.array_position(all_levels, min_level);
-    IF pos IS NULL THEN
-        RAISE EXCEPTION 'unknown log level "%"', min_level
-            USING ERRCODE = '22023', HINT = 'Use debug, info, notice, warning or error.';
-    END IF;
-    RETURN all_levels[pos:];
-END
-$fn$;
-COMMENT ON FUNCTION jobs._log_levels(text) IS
-    'The log levels at least as severe as the given one (NULL for NULL).';
-
-/*
- * The id of a job the caller can see, by task id: 22023 when empty, PT404
- * when unknown or invisible (row-level security decides).
- */
-CREATE FUNCTION jobs._log_job(task_id text) RETURNS bigint
+CREATE FUNCTION jobs.job_id(task_id text) RETURNS bigint
     LANGUAGE plpgsql STABLE
     SET search_path = pg_catalog, pg_temp
 AS $fn$
 DECLARE
     jid bigint;
 BEGIN
-    IF task_id IS NULL OR task_id = '' THEN
+    IF task_id IS NULL THEN
+        RAISE EXCEPTION 'task id must not be null' USING ERRCODE = '22004';
+    ELSIF task_id = '' THEN
         RAISE EXCEPTION 'task id must not be empty' USING ERRCODE = '22023';
     END IF;
-    SELECT j.id INTO jid FROM jobs.job j WHERE j.task_id = _log_job.task_id;
+    SELECT j.id INTO jid FROM jobs.job j WHERE j.task_id = job_id.task_id;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'task % does not exist', task_id
             USING ERRCODE = 'PT404',
@@ -2448,8 +2540,8 @@ BEGIN
     RETURN jid;
 END
 $fn$;
-COMMENT ON FUNCTION jobs._log_job(text) IS
-    'Id of a visible job by task id (22023 when empty, PT404 when unknown or invisible).';
+COMMENT ON FUNCTION jobs.job_id(text) IS
+    'The id of a job the caller can see, by task id (22004 when NULL, 22023 when empty, PT404 when unknown or invisible).';
 
 CREATE FUNCTION jobs.logs(task_id text, level text DEFAULT NULL, source text DEFAULT NULL,
                           after_id bigint DEFAULT NULL, max_rows integer DEFAULT 1000)
@@ -2458,9 +2550,18 @@ CREATE FUNCTION jobs.logs(task_id text, level text DEFAULT NULL, source text DEF
     SET search_path = pg_catalog, pg_temp
 AS $fn$
 DECLARE
-    jid     bigint := jobs._log_job(logs.task_id);
-    levels  text[] := jobs._log_levels(logs.level);
+    jid     bigint := jobs.job_id(logs.task_id);
+    all_levels CONSTANT text[] := '{debug,info,notice,warning,error}';
+    pos     integer := pg_catalog.array_position(all_levels, logs.level);
+    levels  text[];     -- at least as severe as level; NULL: no filter
 BEGIN
+    IF logs.level IS NOT NULL THEN
+        IF pos IS NULL THEN
+            RAISE EXCEPTION 'unknown log level "%"', logs.level
+                USING ERRCODE = '22023', HINT = 'Use debug, info, notice, warning or error.';
+        END IF;
+        levels := all_levels[pos:];
+    END IF;
     IF max_rows IS NULL OR max_rows < 1 THEN
         RAISE EXCEPTION 'max_rows must be at least 1' USING ERRCODE = '22023';
     END IF;
@@ -2483,7 +2584,7 @@ CREATE FUNCTION jobs.log_stats(task_id text) RETURNS jobs.log_stat
     SET search_path = pg_catalog, pg_temp
 AS $fn$
 DECLARE
-    jid bigint := jobs._log_job(log_stats.task_id);
+    jid bigint := jobs.job_id(log_stats.task_id);
     r   jobs.log_stat;
 BEGIN
     SELECT log_stats.task_id, count(*),
@@ -2508,7 +2609,7 @@ CREATE FUNCTION jobs.log_sources(task_id text) RETURNS SETOF jobs.log_source
     SET search_path = pg_catalog, pg_temp
 AS $fn$
 DECLARE
-    jid bigint := jobs._log_job(log_sources.task_id);
+    jid bigint := jobs.job_id(log_sources.task_id);
 BEGIN
     RETURN QUERY
     SELECT l.source, count(*), min(l.at), max(l.at)
@@ -2533,7 +2634,7 @@ AS $fn$
 DECLARE
     n bigint;
 BEGIN
-    IF NOT jobs._is_admin() THEN
+    IF NOT jobs.is_admin() THEN
         RAISE EXCEPTION 'permission denied to purge job logs'
             USING ERRCODE = '42501',
                   HINT = 'Only superusers and members of jobs_admin may purge logs.';
@@ -2544,22 +2645,27 @@ BEGIN
 END
 $fn$;
 COMMENT ON FUNCTION jobs._purge_logs(bigint[]) IS
-    'Internal (retention): deletes the log entries of the given jobs; returns how many. Admins only.';
+    'Internal (retention): deletes the log entries of the given jobs; returns how many. Executable by jobs_admin.';
 
 -- Admins delete entries (retention); inserts go through jobs.log().
 CREATE POLICY job_log_delete ON jobs.job_log FOR DELETE
-    USING (jobs._is_admin());
+    USING (jobs.is_admin());
 
 -- Everyone may call the log API: jobs.log checks who may write to which job,
 -- the read functions run as the caller under row-level security, follow
--- checks visibility, and the internal helpers check for admins themselves.
+-- checks visibility.  The internal writers by job id are for admins (and
+-- check for them themselves too).
+REVOKE ALL ON FUNCTION
+    jobs._log_write(bigint, text, text, text, jsonb, timestamptz), jobs._purge_logs(bigint[])
+    FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION
-    jobs._current_task_id(), jobs.log(text, text, text, jsonb, text),
-    jobs._log_write(bigint, text, text, text, jsonb, timestamptz),
-    jobs.follow(text, text, text), jobs.unfollow(text),
-    jobs._log_levels(text), jobs._log_job(text),
+    jobs._log_write(bigint, text, text, text, jsonb, timestamptz), jobs._purge_logs(bigint[])
+    TO jobs_admin;
+GRANT EXECUTE ON FUNCTION
+    jobs.current_task_id(), jobs.log(text, text, text, jsonb, text),
+    jobs.follow(text, text, text), jobs.unfollow(text), jobs.job_id(text),
     jobs.logs(text, text, text, bigint, integer), jobs.log_stats(text),
-    jobs.log_sources(text), jobs._purge_logs(bigint[])
+    jobs.log_sources(text)
     TO PUBLIC;
 
 -- 11. Retention ---------------------------------------------------------
@@ -2627,7 +2733,7 @@ DECLARE
     outcome   jsonb;
 BEGIN
     -- the settings are defined once the library is loaded
-    PERFORM jobs._is_admin();
+    PERFORM jobs.is_admin();
     keep_s := jobs._retention('pg_jobs.retention');
     IF (SELECT s.setting::integer FROM pg_catalog.pg_settings s
         WHERE s.name = 'pg_jobs.retention_failed') >= 0 THEN
@@ -2706,6 +2812,16 @@ BEGIN
                         pg_catalog.format('jobs.%I', p.relname)::pg_catalog.regclass);
                     EXECUTE pg_catalog.format('ALTER TABLE jobs.job_done DETACH PARTITION jobs.%I',
                                               p.relname);
+                    -- A partition still a member of the extension (made by
+                    -- the install script of an earlier build) cannot be
+                    -- dropped on its own (2BP01): release it first.
+                    IF EXISTS (SELECT 1 FROM pg_catalog.pg_depend dep
+                               WHERE dep.classid = 'pg_catalog.pg_class'::pg_catalog.regclass
+                                 AND dep.objid = pg_catalog.format('jobs.%I', p.relname)::pg_catalog.regclass
+                                 AND dep.deptype = 'e') THEN
+                        EXECUTE pg_catalog.format('ALTER EXTENSION pg_jobs DROP TABLE jobs.%I',
+                                                  p.relname);
+                    END IF;
                     EXECUTE pg_catalog.format('DROP TABLE jobs.%I', p.relname);
                     dropped := dropped || p.relname::text;
                     rows_del := rows_del + n_rows;
@@ -2751,10 +2867,8 @@ BEGIN ATOMIC
     SELECT pg_catalog.jsonb_build_object(
         'workers', (SELECT coalesce(pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object(
                         'slot', w.slot, 'pid', w.pid, 'state', w.state,
-                        'task_id', (SELECT j.task_id FROM jobs.job j
-                                    WHERE j.id = w.job_id AND j.status = 'started'),
-                        'since', w.since) ORDER BY w.slot), '[]')
-                    FROM jobs._worker_slots() w),
+                        'task_id', w.task_id, 'since', w.since) ORDER BY w.slot), '[]')
+                    FROM jobs.workers() w),
         'queues', (SELECT coalesce(pg_catalog.jsonb_object_agg(q.queue, pg_catalog.jsonb_build_object(
                         'pending', q.pending, 'started', q.started,
                         'oldest_pending_seconds', q.oldest)), '{}')
@@ -2775,7 +2889,7 @@ BEGIN ATOMIC
                            WHERE m.name = 'retention'));
 END;
 COMMENT ON FUNCTION jobs.health() IS
-    'Workers (pid, state, current task, since), pending/started counts per queue, oldest pending age, running task ids, and the last retention run.';
+    'Workers (pid, state, current task when the caller can see it, since), pending/started counts per queue, oldest pending age, running task ids, and the last retention run, over the jobs the caller can see.';
 -- Counts, pids and task ids the caller may see anyway: everyone may call it.
 GRANT EXECUTE ON FUNCTION jobs.health() TO PUBLIC;
 
@@ -2806,33 +2920,33 @@ BEGIN
 END
 $roles$;
 
-CREATE FUNCTION jobs._may_schedule() RETURNS boolean
-    LANGUAGE sql STABLE
-    SET search_path = pg_catalog, pg_temp
-    RETURN jobs._is_admin() OR pg_catalog.pg_has_role('jobs_scheduler', 'MEMBER');
-COMMENT ON FUNCTION jobs._may_schedule() IS
-    'True when the current role may schedule jobs: a superuser, a member of jobs_admin or of jobs_scheduler.';
-
--- Policy check: true, or an error that says why (a bare RLS violation would not).
-CREATE FUNCTION jobs._check_scheduled_source() RETURNS boolean
+/*
+ * May the current role schedule jobs?  With raise_error, false becomes an
+ * error that says why: the row-level security policy below uses it so, as a
+ * bare policy violation would not.
+ */
+CREATE FUNCTION jobs.may_schedule(raise_error boolean DEFAULT false) RETURNS boolean
     LANGUAGE plpgsql STABLE
     SET search_path = pg_catalog, pg_temp
 AS $fn$
 BEGIN
-    IF NOT jobs._may_schedule() THEN
+    IF jobs.is_admin() OR pg_catalog.pg_has_role('jobs_scheduler', 'MEMBER') THEN
+        RETURN true;
+    END IF;
+    IF raise_error THEN
         RAISE EXCEPTION 'permission denied to create jobs with trigger source "scheduled"'
             USING ERRCODE = '42501',
                   HINT = 'Only superusers and members of jobs_admin or jobs_scheduler may; use jobs.schedule().';
     END IF;
-    RETURN true;
+    RETURN false;
 END
 $fn$;
-COMMENT ON FUNCTION jobs._check_scheduled_source() IS
-    'Row-level security check of jobs.job: raises 42501 unless the current role may create scheduled jobs.';
+COMMENT ON FUNCTION jobs.may_schedule(boolean) IS
+    'True when the current role may schedule jobs and create jobs with trigger source scheduled: a superuser, a member of jobs_admin or of jobs_scheduler. With raise_error => true, 42501 instead of false.';
 
 CREATE POLICY job_insert_scheduled ON jobs.job AS RESTRICTIVE FOR INSERT
     WITH CHECK (trigger_source OPERATOR(pg_catalog.<>) 'scheduled'
-                OR jobs._check_scheduled_source());
+                OR jobs.may_schedule(raise_error => true));
 
 CREATE TABLE jobs.schedule (
     owner       name NOT NULL DEFAULT CURRENT_USER,
@@ -2852,36 +2966,13 @@ ALTER TABLE jobs.schedule ENABLE ROW LEVEL SECURITY;
 -- Everyone sees the schedules of roles they belong to (admins all), and
 -- changes only their own (pg_cron jobs belong to the role that made them).
 CREATE POLICY schedule_select ON jobs.schedule FOR SELECT
-    USING (jobs._visible(owner));
+    USING (jobs.visible(owner));
 CREATE POLICY schedule_write ON jobs.schedule FOR ALL
     USING (owner OPERATOR(pg_catalog.=) CURRENT_USER)
     WITH CHECK (owner OPERATOR(pg_catalog.=) CURRENT_USER);
 REVOKE ALL ON jobs.schedule FROM PUBLIC;
 GRANT SELECT, DELETE ON jobs.schedule TO PUBLIC;       -- RLS: own rows; unschedule needs no role
 GRANT INSERT, UPDATE ON jobs.schedule TO jobs_scheduler, jobs_admin;
-
--- 55000 unless pg_cron is installed here and the caller may use it.
-CREATE FUNCTION jobs._require_pg_cron(need_usage boolean DEFAULT true) RETURNS void
-    LANGUAGE plpgsql STABLE
-    SET search_path = pg_catalog, pg_temp
-AS $fn$
-BEGIN
-    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_extension e
-                   WHERE e.extname OPERATOR(pg_catalog.=) 'pg_cron') THEN
-        RAISE EXCEPTION 'pg_cron is not installed in database "%"', pg_catalog.current_database()
-            USING ERRCODE = '55000',
-                  DETAIL = 'Schedules of pg_jobs are run by pg_cron.',
-                  HINT = 'Add pg_cron to shared_preload_libraries, set cron.database_name to this database, and run CREATE EXTENSION pg_cron.';
-    END IF;
-    IF need_usage AND NOT pg_catalog.has_schema_privilege('cron', 'USAGE') THEN
-        RAISE EXCEPTION 'permission denied for schema cron'
-            USING ERRCODE = '42501',
-                  HINT = 'An administrator must GRANT USAGE ON SCHEMA cron to the role (or to jobs_scheduler).';
-    END IF;
-END
-$fn$;
-COMMENT ON FUNCTION jobs._require_pg_cron(boolean) IS
-    'Raises 55000 (with a hint) when pg_cron is not installed in this database, and with need_usage 42501 when the caller may not use it.';
 
 CREATE FUNCTION jobs.schedule(name text, cron text, task_type text, input jsonb DEFAULT '{}')
     RETURNS bigint
@@ -2892,13 +2983,22 @@ DECLARE
     tt  jobs.task_type;
     jid bigint;
 BEGIN
-    IF NOT jobs._may_schedule() THEN
+    IF NOT jobs.may_schedule() THEN
         RAISE EXCEPTION 'permission denied to schedule jobs'
             USING ERRCODE = '42501',
                   HINT = 'Only superusers and members of jobs_admin or jobs_scheduler may schedule jobs.';
     END IF;
     IF name IS NULL OR pg_catalog.btrim(name) = '' THEN
         RAISE EXCEPTION 'schedule name must not be empty' USING ERRCODE = '22023';
+    END IF;
+    -- pg_cron keeps "pg_jobs:<name>" in a column of type name (63 bytes):
+    -- a longer name would be cut there and collide with others.
+    IF pg_catalog.octet_length(name) > 55 THEN
+        RAISE EXCEPTION 'schedule name is too long'
+            USING ERRCODE = '22023',
+                  DETAIL = pg_catalog.format('The name has %s bytes; at most 55 are allowed.',
+                                             pg_catalog.octet_length(name)),
+                  HINT = 'pg_cron names the job "pg_jobs:<name>" in at most 63 bytes; choose a shorter name.';
     END IF;
     IF cron IS NULL OR pg_catalog.btrim(cron) = '' THEN
         RAISE EXCEPTION 'cron schedule must not be empty'
@@ -2916,7 +3016,17 @@ BEGIN
         RAISE EXCEPTION 'task type "%" is not tracked, so its scheduled runs would store nothing', task_type
             USING ERRCODE = '22023';
     END IF;
-    PERFORM jobs._require_pg_cron();
+    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_extension e WHERE e.extname = 'pg_cron') THEN
+        RAISE EXCEPTION 'pg_cron is not installed in database "%"', pg_catalog.current_database()
+            USING ERRCODE = '55000',
+                  DETAIL = 'Schedules of pg_jobs are run by pg_cron.',
+                  HINT = 'Add pg_cron to shared_preload_libraries, set cron.database_name to this database, and run CREATE EXTENSION pg_cron.';
+    END IF;
+    IF NOT pg_catalog.has_schema_privilege('cron', 'USAGE') THEN
+        RAISE EXCEPTION 'permission denied for schema cron'
+            USING ERRCODE = '42501',
+                  HINT = 'An administrator must GRANT USAGE ON SCHEMA cron to the role (or to jobs_scheduler).';
+    END IF;
 
     INSERT INTO jobs.schedule AS s (owner, name, cron, task_type, input)
     VALUES (CURRENT_USER, schedule.name, schedule.cron, schedule.task_type, schedule.input)
@@ -2942,7 +3052,7 @@ BEGIN
 END
 $fn$;
 COMMENT ON FUNCTION jobs.schedule(text, text, text, jsonb) IS
-    'Creates or updates the caller''s schedule name: pg_cron enqueues task_type with input at every cron time (GMT), trigger source scheduled, owned by the caller. Returns the pg_cron job id. Needs jobs_scheduler (or admin) and USAGE on schema cron; 55000 when pg_cron is not installed.';
+    'Creates or updates the caller''s schedule name (at most 55 bytes): pg_cron enqueues task_type with input at every cron time (GMT), trigger source scheduled, owned by the caller. Returns the pg_cron job id. Needs jobs_scheduler (or admin) and USAGE on schema cron; 55000 when pg_cron is not installed.';
 
 CREATE FUNCTION jobs.unschedule(name text) RETURNS boolean
     LANGUAGE plpgsql VOLATILE
@@ -2952,7 +3062,12 @@ DECLARE
     had_row  boolean;
     had_cron boolean := false;
 BEGIN
-    PERFORM jobs._require_pg_cron(need_usage => false);
+    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_extension e WHERE e.extname = 'pg_cron') THEN
+        RAISE EXCEPTION 'pg_cron is not installed in database "%"', pg_catalog.current_database()
+            USING ERRCODE = '55000',
+                  DETAIL = 'Schedules of pg_jobs are run by pg_cron.',
+                  HINT = 'Add pg_cron to shared_preload_libraries, set cron.database_name to this database, and run CREATE EXTENSION pg_cron.';
+    END IF;
     DELETE FROM jobs.schedule d
      WHERE d.owner = CURRENT_USER AND d.name = unschedule.name;
     had_row := FOUND;
@@ -2964,7 +3079,9 @@ BEGIN
             had_cron := true;
         END IF;
     ELSIF had_row THEN
-        PERFORM jobs._require_pg_cron();    -- 42501: cannot reach pg_cron
+        RAISE EXCEPTION 'permission denied for schema cron'
+            USING ERRCODE = '42501',
+                  HINT = 'An administrator must GRANT USAGE ON SCHEMA cron to the role (or to jobs_scheduler).';
     END IF;
     RETURN had_row OR had_cron;
 END
@@ -2997,14 +3114,15 @@ $fn$;
 COMMENT ON FUNCTION jobs._scheduled_enqueue(text) IS
     'Enqueues one run of the caller''s schedule (what pg_cron executes): trigger source scheduled, owner the caller, input with "_schedule": name.';
 
-REVOKE ALL ON FUNCTION jobs._may_schedule(), jobs._check_scheduled_source(),
-    jobs._require_pg_cron(boolean), jobs.schedule(text, text, text, jsonb), jobs.unschedule(text),
-    jobs._scheduled_enqueue(text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION jobs.may_schedule(boolean), jobs.schedule(text, text, text, jsonb),
+    jobs.unschedule(text), jobs._scheduled_enqueue(text) FROM PUBLIC;
 -- The policy check runs for every role that inserts jobs; the API checks
 -- inside (jobs_scheduler, pg_cron's USAGE, row-level security).
-GRANT EXECUTE ON FUNCTION jobs._may_schedule(), jobs._check_scheduled_source(),
-    jobs._require_pg_cron(boolean), jobs.schedule(text, text, text, jsonb), jobs.unschedule(text),
-    jobs._scheduled_enqueue(text) TO PUBLIC;
+GRANT EXECUTE ON FUNCTION jobs.may_schedule(boolean), jobs.schedule(text, text, text, jsonb),
+    jobs.unschedule(text) TO PUBLIC;
+-- What pg_cron runs, as the scheduling role: only schedulers (and admins)
+-- create scheduled jobs anyway.
+GRANT EXECUTE ON FUNCTION jobs._scheduled_enqueue(text) TO jobs_scheduler, jobs_admin;
 
 -- User data: keep it in pg_dump output.
 SELECT pg_catalog.pg_extension_config_dump('jobs.task_type', '');

@@ -117,11 +117,13 @@ CREATE ROLE dep_user NOLOGIN;
 CREATE ROLE dep_other NOLOGIN;
 SELECT status FROM jobs.enqueue('dep_step', task_id => 'other-1', owner => 'dep_other');
 SELECT jid('other-1') AS other_id \gset
+-- (jobs._waiting_run_at() is internal: read it here, before the role changes)
+SELECT jobs._waiting_run_at() AS waiting_at \gset
 SET ROLE dep_user;
 SELECT try_n(format($$SELECT jobs.enqueue('dep_step', depends_on => ARRAY[%s])$$, :other_id));
-SELECT status, run_at = jobs._waiting_run_at() AS waiting
+SELECT status, run_at = :'waiting_at' AS waiting
 FROM jobs.enqueue('dep_step', task_id => 'mine-1');
-SELECT status, run_at = jobs._waiting_run_at() AS waiting
+SELECT status, run_at = :'waiting_at' AS waiting
 FROM jobs.enqueue('dep_step', task_id => 'mine-2', depends_on => ARRAY[jid('mine-1')]);
 SELECT task_id, cardinality(blocked_by) AS n_blocked FROM jobs.task_v10 WHERE queue = 'deps' ORDER BY id;
 RESET ROLE;
@@ -140,6 +142,7 @@ SELECT status FROM jobs.enqueue('dep_step', task_id => 'P-2', parent_id => jid('
 SELECT task_id, parent_id = jid('P') AS of_p, input_data FROM jobs.children('P');
 SELECT count(*) FROM jobs.children('A');
 SELECT try_n($$SELECT jobs.children('no-such-task')$$);
+SELECT try_n($$SELECT jobs.children(NULL)$$);
 SET ROLE dep_user;
 SELECT try_n($$SELECT jobs.children('other-1')$$);
 RESET ROLE;

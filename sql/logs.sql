@@ -30,7 +30,7 @@ SELECT task_id FROM jobs.enqueue('log_demo', task_id => 'log-empty');
 
 -- writing: every level, source and structured fields; the id comes back
 SELECT try($$SELECT jobs.log('starting')$$);   -- outside a handler there is no default job
-SELECT jobs._current_task_id() IS NULL AS no_running_job;
+SELECT jobs.current_task_id() IS NULL AS no_running_job;
 SELECT jobs.log('starting', task_id => 'log-1') > 0 AS logged;
 SELECT jobs.log('loading model', 'debug', 'llm', task_id => 'log-1') > 0 AS logged;
 SELECT jobs.log('page 1 of 3', 'info', 'ocr', '{"page": 1, "pages": 3}', 'log-1') > 0 AS logged;
@@ -232,7 +232,7 @@ SELECT message FROM show('log-2', level => 'info', after_id => 0);
 SELECT p.proname, p.provolatile, p.prosecdef
 FROM pg_proc p WHERE p.pronamespace = 'jobs'::regnamespace
   AND p.proname IN ('log', 'logs', 'log_stats', 'log_sources', 'follow', 'unfollow',
-                    '_log_write', '_current_task_id', '_purge_logs')
+                    '_log_write', 'current_task_id', '_purge_logs')
 ORDER BY 1;
 SELECT has_table_privilege('public', 'jobs.job_log', 'INSERT') AS public_inserts,
        has_table_privilege('public', 'jobs.log_follower', 'SELECT') AS public_reads_followers;

@@ -149,3 +149,39 @@ RESET pg_jobs.retention;
 DELETE FROM jobs.job WHERE task_type = 'ret_task';
 DROP ROLE ret_user, ret_admin;
 DROP FUNCTION old_day(integer), old_job(text, jobs.status, timestamptz), jobs_left(), outcome(jsonb);
+
+-- The day partitions CREATE EXTENSION made are ordinary tables that retention
+-- can drop: none stays a member of the extension (a member cannot be dropped
+-- on its own, 2BP01, which rolled back every retention run once the install
+-- was older than the retention period).  Checked on a fresh install in a
+-- database of its own, where no worker runs: with a retention of one second,
+-- yesterday's partition is past it.
+\set regress_db :DBNAME
+CREATE DATABASE pg_jobs_fresh_install;
+\c pg_jobs_fresh_install
+SET client_min_messages = warning;
+CREATE EXTENSION pg_jobs;
+RESET client_min_messages;
+SELECT count(*) AS day_partitions,
+       count(*) FILTER (WHERE EXISTS (SELECT 1 FROM pg_depend d
+                                      WHERE d.classid = 'pg_class'::regclass AND d.objid = i.inhrelid
+                                        AND d.deptype = 'e')) AS extension_members
+FROM pg_inherits i
+WHERE i.inhparent = 'jobs.job_done'::regclass AND i.inhrelid::regclass::text ~ 'job_done_[0-9]{8}$';
+SELECT format('jobs.job_done_%s', to_char(now()::date - 1, 'YYYYMMDD')) AS yesterday \gset
+SET pg_jobs.retention = 1;
+SELECT r->'partitions_dropped' = jsonb_build_array(substr(:'yesterday', 6)) AS dropped_yesterday,
+       r->'error' AS error
+FROM jobs.apply_retention() r;
+SELECT to_regclass(:'yesterday') IS NULL AS yesterday_gone;
+-- an install of an earlier build still has member partitions: retention
+-- releases one from the extension before dropping it
+SELECT format('jobs.job_done_%s', to_char(now()::date, 'YYYYMMDD')) AS today \gset
+CREATE TABLE jobs.job_done_20000101 PARTITION OF jobs.job_done
+    FOR VALUES FROM ('2000-01-01') TO ('2000-01-02');
+ALTER EXTENSION pg_jobs ADD TABLE jobs.job_done_20000101;
+SELECT r->'partitions_dropped' AS dropped, r->'error' AS error FROM jobs.apply_retention() r;
+SELECT to_regclass('jobs.job_done_20000101') IS NULL AS old_day_gone,
+       to_regclass(:'today') IS NOT NULL AS today_kept;
+\c :regress_db
+DROP DATABASE pg_jobs_fresh_install;

@@ -51,6 +51,13 @@ SELECT try($$SELECT jobs.schedule('bad', '0 3 * * *', 'ignored')$$);
 SELECT try($$SELECT jobs.schedule('', '0 3 * * *', 'report')$$);
 SELECT try($$SELECT jobs.schedule('bad', '', 'report')$$);
 SELECT try($$SELECT jobs.schedule('bad', '0 3 * * *', 'report', '[1]')$$);
+-- names longer than 55 bytes would be cut in pg_cron's job name (63 bytes
+-- with the "pg_jobs:" prefix) and two of them could become one job
+SELECT try(format('SELECT jobs.schedule(%L, %L, %L)', repeat('b', 56), '@daily', 'report'));
+SELECT try(format('SELECT jobs.schedule(%L, %L, %L)', repeat('é', 28), '@daily', 'report'));
+SELECT jobs.schedule(repeat('b', 55), '@daily', 'report') > 0 AS longest_scheduled;
+SELECT jobname = 'pg_jobs:' || repeat('b', 55) AS whole_name FROM cron.job WHERE jobname LIKE 'pg_jobs:bbb%';
+SELECT jobs.unschedule(repeat('b', 55));
 SELECT count(*) AS nothing_stored FROM jobs.schedule WHERE name = 'bad';
 
 -- a run: what pg_cron executes, as alice

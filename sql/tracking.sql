@@ -43,6 +43,7 @@ SELECT try($$SELECT jobs.enqueue('index', trigger_source => 'carrier_pigeon')$$)
 SELECT trigger_source FROM jobs.enqueue('index', trigger_source => NULL);
 SELECT try($$SELECT jobs.enqueue('index', priority => 7)$$);
 SELECT try($$SELECT jobs.enqueue('index', priority => -1)$$);
+SELECT try($$SELECT jobs.enqueue('index', priority => 100000)$$);   -- beyond smallint: still 22023
 SELECT try($$SELECT jobs.enqueue('index', task_id => '')$$);
 SELECT try($$SELECT jobs.start(NULL)$$);
 SELECT try($$SELECT jobs.start('')$$);
@@ -56,6 +57,27 @@ SELECT try($$SELECT jobs.register_task_type('x', priority => 4)$$);
 SELECT try($$SELECT jobs.register_task_type('x', max_attempts => 0)$$);
 SELECT try($$SELECT jobs.register_task_type('x', timeout => '-1 second')$$);
 SELECT try($$SELECT jobs.register_task_type('x', queue => '')$$);
+-- A handler cannot be dropped while a task type uses it (the type would
+-- point at a function that no longer exists): 2BP01, by every path
+CREATE ROLE handler_owner NOLOGIN;
+CREATE SCHEMA handlers AUTHORIZATION handler_owner;
+SET ROLE handler_owner;
+CREATE FUNCTION handlers.h(job jobs.job) RETURNS jsonb LANGUAGE sql RETURN '{}'::jsonb;
+RESET ROLE;
+SELECT name, handler FROM jobs.register_task_type('handled', 'handlers.h(jobs.job)');
+SET ROLE handler_owner;
+\set VERBOSITY default
+DROP FUNCTION handlers.h(jobs.job);
+\set VERBOSITY terse
+RESET ROLE;
+SELECT try($$DROP SCHEMA handlers CASCADE$$);
+SELECT try($$DROP OWNED BY handler_owner$$);
+SELECT handler FROM jobs.task_type WHERE name = 'handled';
+-- without a handler, the function may go
+SELECT handler FROM jobs.register_task_type('handled', NULL);
+DROP SCHEMA handlers CASCADE;
+DROP ROLE handler_owner;
+DELETE FROM jobs.task_type WHERE name = 'handled';
 -- users may add trigger sources
 INSERT INTO jobs.trigger_source VALUES ('carrier_pigeon', 'Carrier Pigeon');
 SELECT trigger_source FROM jobs.enqueue('index', trigger_source => 'carrier_pigeon');

@@ -6,8 +6,10 @@
  * Both run one INSERT into jobs.job through a plan kept for the life of the
  * backend, as the caller, so that privileges, row-level security and the
  * lifecycle trigger (lifecycle.c) check the new jobs exactly as they check
- * an INSERT a client writes itself.  Nothing is checked here that those do
- * not already check.
+ * an INSERT a client writes itself.  The one check made here is the range of
+ * priority: the argument is an integer and the column a smallint, so a value
+ * beyond smallint would otherwise fail in the cast (22003) before the
+ * trigger could say what is wrong (22023).
  *
  * Being C rather than PL/pgSQL saves, per call, the PL/pgSQL interpreter and
  * the search_path switch of a SET clause (every name below is
@@ -43,9 +45,30 @@ PG_FUNCTION_INFO_V1(pg_jobs_enqueue_many);
 
 #define ENQUEUE_NARGS		10
 #define ENQUEUE_MANY_NARGS	6
+#define PRIORITY_ARG		4	/* of both functions */
 
 static SPIPlanPtr enqueue_plan = NULL;
 static SPIPlanPtr enqueue_many_plan = NULL;
+
+/*
+ * check_priority
+ *		22023 unless the priority argument is NULL (the type's default) or
+ *		0 to 3; the same message as the lifecycle trigger's.
+ */
+static void
+check_priority(FunctionCallInfo fcinfo)
+{
+	int32		priority;
+
+	if (PG_ARGISNULL(PRIORITY_ARG))
+		return;
+	priority = PG_GETARG_INT32(PRIORITY_ARG);
+	if (priority < 0 || priority > 3)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("priority must be between 0 (urgent) and 3 (low), not %d",
+						priority)));
+}
 
 /*
  * run_insert
@@ -91,6 +114,7 @@ pg_jobs_enqueue(PG_FUNCTION_ARGS)
 	TupleDesc	resultdesc;
 	PgJobsJobDest dest;
 
+	check_priority(fcinfo);
 	if (get_call_result_type(fcinfo, NULL, &resultdesc) != TYPEFUNC_COMPOSITE)
 		elog(ERROR, "pg_jobs: jobs.enqueue must return jobs.job");
 	PgJobsJobDestInit(&dest, resultdesc, NULL);
@@ -132,6 +156,7 @@ pg_jobs_enqueue_many(PG_FUNCTION_ARGS)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("inputs must be a JSON array of job inputs")));
+	check_priority(fcinfo);
 
 	InitMaterializedSRF(fcinfo, 0);
 	PgJobsJobDestInit(&dest, rsinfo->setDesc, rsinfo->setResult);

@@ -41,6 +41,19 @@
  * latches after the commit has become visible.  No NOTIFY is involved, so
  * enqueueing takes no cluster-wide lock at commit.
  *
+ * Interrupts: a job an in-database worker runs is interrupted only because
+ * it was revoked.  The trigger job_revoked (AFTER INSERT on jobs.job_done,
+ * for revoked rows whose worker is a pg_jobs worker: the row a revoke moves
+ * there) queues the job's id, and the worker running it is told once the
+ * revoking transaction commits.  An id queued in a subtransaction that is
+ * rolled back is forgotten with it, so a worker is never told to abandon a
+ * job that is still started (it would then stay started forever).  No SQL
+ * function asks for an interrupt directly.
+ *
+ * Worker slots are read by jobs._worker_slots() (monitors: job ids
+ * included) and jobs.workers() (everyone: the task id only of a job the
+ * caller can see).
+ *
  * IDENTIFICATION
  *	  src/shmem.c
  *
@@ -51,8 +64,10 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include "access/htup_details.h"
 #include "access/xact.h"
 #include "catalog/pg_type.h"
+#include "commands/trigger.h"
 #include "executor/spi.h"
 #include "fmgr.h"
 #include "funcapi.h"
@@ -62,6 +77,7 @@
 #include "storage/shmem.h"
 #include "utils/builtins.h"
 #include "utils/memutils.h"
+#include "utils/rel.h"
 #include "utils/timestamp.h"
 
 #include "pg_jobs.h"
@@ -69,12 +85,20 @@
 PgJobsShared *PgJobsState = NULL;
 LWLock	   *PgJobsLock = NULL;
 
+/* a job to interrupt at commit, and the subtransaction level that asked */
+typedef struct PendingInterrupt
+{
+	int64		job_id;
+	int			nest_level;
+} PendingInterrupt;
+
 static bool wake_at_commit = false;
-static List *interrupt_at_commit = NIL;	/* int64 job ids, TopTransactionContext */
+static List *interrupt_at_commit = NIL;	/* PendingInterrupt, TopTransactionContext */
 static bool xact_callback_registered = false;
 
 PG_FUNCTION_INFO_V1(pg_jobs_worker_slots);
-PG_FUNCTION_INFO_V1(pg_jobs_interrupt);
+PG_FUNCTION_INFO_V1(pg_jobs_worker_list);
+PG_FUNCTION_INFO_V1(pg_jobs_job_revoked);
 
 /*
  * PgJobsShmemInit
@@ -134,7 +158,7 @@ pg_jobs_xact_callback(XactEvent event, void *arg)
 				LWLockAcquire(PgJobsLock, LW_EXCLUSIVE);
 				foreach(lc, interrupt_at_commit)
 				{
-					int64		job_id = *(int64 *) lfirst(lc);
+					int64		job_id = ((PendingInterrupt *) lfirst(lc))->job_id;
 					uint64		n = pg_atomic_read_u64(&PgJobsState->cancels);
 
 					/* for workers that hold the job in a claimed batch */
@@ -179,12 +203,49 @@ pg_jobs_xact_callback(XactEvent event, void *arg)
 	}
 }
 
+/*
+ * A subtransaction that is rolled back takes its interrupt requests with it;
+ * one that commits hands them to its parent.
+ */
+static void
+pg_jobs_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
+						 SubTransactionId parentSubid, void *arg)
+{
+	int			level = GetCurrentTransactionNestLevel();
+	ListCell   *lc;
+
+	switch (event)
+	{
+		case SUBXACT_EVENT_ABORT_SUB:
+			foreach(lc, interrupt_at_commit)
+			{
+				PendingInterrupt *p = (PendingInterrupt *) lfirst(lc);
+
+				if (p->nest_level >= level)
+					interrupt_at_commit = foreach_delete_current(interrupt_at_commit, lc);
+			}
+			break;
+		case SUBXACT_EVENT_COMMIT_SUB:
+			foreach(lc, interrupt_at_commit)
+			{
+				PendingInterrupt *p = (PendingInterrupt *) lfirst(lc);
+
+				if (p->nest_level >= level)
+					p->nest_level = level - 1;
+			}
+			break;
+		default:
+			break;
+	}
+}
+
 static void
 register_xact_callback(void)
 {
 	if (!xact_callback_registered)
 	{
 		RegisterXactCallback(pg_jobs_xact_callback, NULL);
+		RegisterSubXactCallback(pg_jobs_subxact_callback, NULL);
 		xact_callback_registered = true;
 	}
 }
@@ -236,20 +297,24 @@ PgJobsCancelledSince(uint64 seen, int64 job_id, bool *known)
 /*
  * PgJobsInterruptAtCommit
  *		Once the current transaction commits, interrupt the worker running
- *		job_id (if any); its handler's work is rolled back.
+ *		job_id (if any); its handler's work is rolled back.  Forgotten if
+ *		the current subtransaction is rolled back.  Call it only for a job
+ *		this transaction has revoked: the worker records nothing for a job
+ *		it was told to abandon.
  */
 void
 PgJobsInterruptAtCommit(int64 job_id)
 {
 	MemoryContext old;
-	int64	   *p;
+	PendingInterrupt *p;
 
 	if (PgJobsState == NULL)
 		return;
 	register_xact_callback();
 	old = MemoryContextSwitchTo(TopTransactionContext);
-	p = palloc(sizeof(int64));
-	*p = job_id;
+	p = palloc(sizeof(PendingInterrupt));
+	p->job_id = job_id;
+	p->nest_level = GetCurrentTransactionNestLevel();
 	interrupt_at_commit = lappend(interrupt_at_commit, p);
 	MemoryContextSwitchTo(old);
 }
@@ -315,8 +380,10 @@ state_name(WorkerState s)
 
 /*
  * pg_jobs_worker_slots
- *		SQL: jobs._workers() -> (slot, pid, state, job_id, since, identity)
- *		for every occupied worker slot; no rows without shared state.
+ *		SQL: jobs._worker_slots() -> (slot, pid, state, job_id, since,
+ *		identity) for every occupied worker slot; no rows without shared
+ *		state.  Granted to admins and monitors only: it names every running
+ *		job.
  */
 Datum
 pg_jobs_worker_slots(PG_FUNCTION_ARGS)
@@ -353,42 +420,110 @@ pg_jobs_worker_slots(PG_FUNCTION_ARGS)
 }
 
 /*
- * pg_jobs_interrupt
- *		SQL: jobs._interrupt(job_id) -- once the calling transaction commits,
- *		interrupt the in-database worker running job_id.
- *
- * jobs.cancel() calls it after revoking the job.  The caller must be allowed
- * to act for the job's owner (42501) and see the job (PT404), checked here
- * through RLS as the caller, so the function is safe to grant to PUBLIC.
+ * pg_jobs_worker_list
+ *		SQL: jobs.workers() -> (slot, pid, state, task_id, since) for every
+ *		occupied worker slot, for everyone: the task id of the running job
+ *		only when the caller can see that job (read as the caller, so
+ *		row-level security decides), NULL otherwise.
  */
 Datum
-pg_jobs_interrupt(PG_FUNCTION_ARGS)
+pg_jobs_worker_list(PG_FUNCTION_ARGS)
 {
-	int64		job_id = PG_GETARG_INT64(0);
-	Oid			argtypes[1] = {INT8OID};
-	Datum		args[1];
-	char	   *owner = NULL;
-	bool		found;
+	static SPIPlanPtr plan = NULL;
+	static Oid	argtypes[1] = {INT8OID};
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	PgJobsWorkerSlot copy[PGJOBS_MAX_WORKERS];
+	MemoryContext outer;
 
+	InitMaterializedSRF(fcinfo, 0);
+	if (PgJobsState == NULL)
+		return (Datum) 0;
+
+	LWLockAcquire(PgJobsLock, LW_SHARED);
+	memcpy(copy, PgJobsState->slots, sizeof(copy));
+	LWLockRelease(PgJobsLock);
+
+	outer = CurrentMemoryContext;
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "pg_jobs: SPI_connect failed");
-	args[0] = Int64GetDatum(job_id);
-	if (SPI_execute_with_args("SELECT owner FROM jobs.job WHERE id OPERATOR(pg_catalog.=) $1",
-							  1, argtypes, args, NULL, true, 1) != SPI_OK_SELECT)
-		elog(ERROR, "pg_jobs: job lookup failed");
-	found = SPI_processed > 0;
-	if (found)
-		owner = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
-	if (!found)
-		ereport(ERROR,
-				(errcode(ERRCODE_PGJOBS_NOT_FOUND),
-				 errmsg("job %lld does not exist", (long long) job_id)));
-	if (!PgJobsMayActFor(GetUserId(), owner))
-		ereport(ERROR,
-				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
-				 errmsg("permission denied to interrupt job %lld", (long long) job_id)));
-	SPI_finish();
+	PgJobsPreparePlan(&plan,
+					  "SELECT j.task_id FROM jobs.job j "
+					  "WHERE j.id OPERATOR(pg_catalog.=) $1 "
+					  "  AND j.status OPERATOR(pg_catalog.=) 'started'::jobs.status",
+					  1, argtypes);
+	for (int i = 0; i < PGJOBS_MAX_WORKERS; i++)
+	{
+		Datum		values[5];
+		bool		nulls[5] = {false};
+		MemoryContext old;
 
-	PgJobsInterruptAtCommit(job_id);
-	PG_RETURN_BOOL(PgJobsState != NULL);
+		if (copy[i].state == WORKER_FREE)
+			continue;
+		nulls[3] = true;
+		if (copy[i].job_id != 0)
+		{
+			Datum		args[1] = {Int64GetDatum(copy[i].job_id)};
+			int			ret = SPI_execute_plan(plan, args, NULL, true, 1);
+
+			if (ret != SPI_OK_SELECT)
+				elog(ERROR, "pg_jobs: job lookup failed: %s", SPI_result_code_string(ret));
+			if (SPI_processed == 1)
+			{
+				char	   *task_id = SPI_getvalue(SPI_tuptable->vals[0],
+												   SPI_tuptable->tupdesc, 1);
+
+				old = MemoryContextSwitchTo(outer);
+				values[3] = CStringGetTextDatum(task_id);
+				MemoryContextSwitchTo(old);
+				nulls[3] = false;
+			}
+		}
+		old = MemoryContextSwitchTo(outer);
+		values[0] = Int32GetDatum(i);
+		values[1] = Int32GetDatum(copy[i].pid);
+		values[2] = CStringGetTextDatum(state_name(copy[i].state));
+		values[4] = TimestampTzGetDatum(copy[i].since);
+		nulls[4] = copy[i].since == 0;
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+		MemoryContextSwitchTo(old);
+	}
+	SPI_finish();
+	return (Datum) 0;
+}
+
+/*
+ * pg_jobs_job_revoked
+ *		Trigger job_revoked on jobs.job_done: AFTER INSERT FOR EACH ROW, for
+ *		revoked rows whose worker is a pg_jobs worker (its WHEN clause), that
+ *		is a started job of an in-database worker just revoked (a forced
+ *		cancel, jobs.revoke(), an admin's UPDATE).  Interrupts that worker
+ *		once the revoke commits.
+ */
+Datum
+pg_jobs_job_revoked(PG_FUNCTION_ARGS)
+{
+	TriggerData *td = (TriggerData *) fcinfo->context;
+	TupleDesc	desc;
+	int			attnum;
+	Datum		id;
+	bool		isnull;
+
+	if (!CALLED_AS_TRIGGER(fcinfo) ||
+		!TRIGGER_FIRED_AFTER(td->tg_event) ||
+		!TRIGGER_FIRED_FOR_ROW(td->tg_event) ||
+		!TRIGGER_FIRED_BY_INSERT(td->tg_event))
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("pg_jobs_job_revoked must be fired AFTER INSERT ... FOR EACH ROW")));
+
+	desc = RelationGetDescr(td->tg_relation);
+	attnum = SPI_fnumber(desc, "id");
+	if (attnum <= 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("pg_jobs_job_revoked must be fired on jobs.job_done")));
+	id = heap_getattr(td->tg_trigtuple, attnum, desc, &isnull);
+	if (!isnull)
+		PgJobsInterruptAtCommit(DatumGetInt64(id));
+	return PointerGetDatum(NULL);
 }
