@@ -749,11 +749,9 @@ GRANT EXECUTE ON FUNCTION
     jobs.start(text), jobs.succeed(text, jsonb), jobs.fail(text, text, text, text),
     jobs.revoke(text)
     TO PUBLIC;
--- The one internal function every role may still execute: src/report.c
--- runs it through SPI as the caller when a report changes nothing.  It is a
--- complete report as the caller (RLS, the trigger and its own checks apply),
--- so running it directly gives nothing the report functions do not.
-GRANT EXECUTE ON FUNCTION jobs._report_checked(text, jobs.status, jsonb) TO PUBLIC;
+-- jobs._report_checked() is granted to nobody: src/report.c calls it through
+-- fmgr, as the caller, when a report changes nothing.
+REVOKE ALL ON FUNCTION jobs._report_checked(text, jobs.status, jsonb) FROM PUBLIC;
 
 -- 8. Execution engine (workers, claiming, leases, cancel, health) -------
 

@@ -33,8 +33,7 @@ SELECT p.oid::regprocedure AS function, p.prosecdef AS definer, executable_by(p.
 FROM pg_proc p WHERE p.pronamespace = 'jobs'::regnamespace
 ORDER BY p.proname COLLATE "C", 1::text;
 
--- Internal functions executable by PUBLIC.  The one left is called by
--- src/report.c through SPI as the reporting role (see pg_jobs.sql).
+-- Internal functions executable by PUBLIC: none.
 SELECT p.oid::regprocedure AS internal_and_public
 FROM pg_proc p WHERE p.pronamespace = 'jobs'::regnamespace AND p.proname LIKE '\_%'
   AND has_function_privilege('public', p.oid, 'EXECUTE')

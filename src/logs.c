@@ -51,7 +51,7 @@
  * backend (pid); dead backends' rows are purged by the next jobs.follow().
  *
  * The engine sets PgJobsRunningTaskId while a handler runs, so that
- * jobs.log() and jobs._current_task_id() default to the running job.
+ * jobs.log() and jobs.current_task_id() default to the running job.
  *
  * IDENTIFICATION
  *	  src/logs.c
@@ -1047,7 +1047,7 @@ pg_jobs_unfollow(PG_FUNCTION_ARGS)
 }
 
 /*
- * jobs._current_task_id() RETURNS text
+ * jobs.current_task_id() RETURNS text
  *
  * The running job's task id inside a handler run by pg_jobs, else NULL.
  */

@@ -13,7 +13,9 @@
  * check a client's own UPDATE.  When nothing changes (unknown or invisible
  * task id, a finished job, a repeated start), the call is handed to
  * jobs._report_checked(), which does it all again and answers: the row, or
- * the error that applies (PT404, PT409, 42501).
+ * the error that applies (PT404, PT409, 42501).  It is called through fmgr,
+ * so that it needs no EXECUTE grant: no internal function is open to
+ * PUBLIC.
  *
  * Being C rather than PL/pgSQL saves, per report, two PL/pgSQL calls with
  * their search_path switches, which is a measurable part of an external
@@ -33,7 +35,11 @@
 #include "executor/spi.h"
 #include "fmgr.h"
 #include "funcapi.h"
+#include "catalog/namespace.h"
+#include "nodes/makefuncs.h"
+#include "parser/parse_func.h"
 #include "utils/builtins.h"
+#include "utils/syscache.h"
 #include "utils/jsonb.h"
 
 #include "pg_jobs.h"
@@ -45,7 +51,7 @@ PG_FUNCTION_INFO_V1(pg_jobs_revoke);
 
 static SPIPlanPtr find_plan = NULL;
 static SPIPlanPtr change_plan = NULL;
-static SPIPlanPtr checked_plan = NULL;
+static Datum report_checked(text *task_id, const char *status, Jsonb *result);
 
 /*
  * report
@@ -57,14 +63,17 @@ report(FunctionCallInfo fcinfo, text *task_id, const char *status, Jsonb *result
 {
 	static const Oid find_types[1] = {TEXTOID};
 	static const Oid change_types[3] = {INT8OID, TEXTOID, JSONBOID};
-	static const Oid checked_types[3] = {TEXTOID, TEXTOID, JSONBOID};
 	TupleDesc	resultdesc;
 	PgJobsJobDest dest;
 	Datum		values[3];
 	bool		nulls[3];
 	int			ret;
 
-	if (task_id == NULL || VARSIZE_ANY_EXHDR(task_id) == 0)
+	if (task_id == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("task id must not be null")));
+	if (VARSIZE_ANY_EXHDR(task_id) == 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("task id must not be empty")));
@@ -117,29 +126,49 @@ report(FunctionCallInfo fcinfo, text *task_id, const char *status, Jsonb *result
 			elog(ERROR, "pg_jobs: report failed: %s", SPI_result_code_string(ret));
 	}
 
-	if (dest.row == NULL)
-	{
-		/* nothing changed: the checked path decides what to answer */
-		PgJobsPreparePlan(&checked_plan,
-						  "SELECT * FROM jobs._report_checked($1, $2::jobs.status, $3)",
-						  3, (Oid *) checked_types);
-		values[0] = PointerGetDatum(task_id);
-		values[1] = CStringGetTextDatum(status);
-		values[2] = PointerGetDatum(result);
-		nulls[0] = false;
-		nulls[1] = false;
-		nulls[2] = (result == NULL);
-		ret = PgJobsExecuteToDest(checked_plan, 3, checked_types, values, nulls,
-								  (DestReceiver *) &dest);
-		/* (SPI says UTILITY for a SELECT whose rows go to a receiver of ours) */
-		if (ret != SPI_OK_SELECT && ret != SPI_OK_UTILITY)
-			elog(ERROR, "pg_jobs: report failed: %s", SPI_result_code_string(ret));
-	}
 	SPI_finish();
 
 	if (dest.row == NULL)
-		elog(ERROR, "pg_jobs: a report returned no job");
+		return report_checked(task_id, status, result);
 	return HeapTupleGetDatum(dest.row);
+}
+
+/*
+ * report_checked
+ *		Nothing changed: jobs._report_checked() decides what to answer (the
+ *		row, or the error that says why).  Called through fmgr, which checks
+ *		no EXECUTE privilege, so the internal function stays closed to
+ *		PUBLIC; it runs as the caller, and row-level security, the lifecycle
+ *		trigger and its own checks apply as to any report.
+ */
+static Datum
+report_checked(text *task_id, const char *status, Jsonb *result)
+{
+	Oid			nsp = get_namespace_oid("jobs", false);
+	Oid			status_typid = GetSysCacheOid2(TYPENAMENSP, Anum_pg_type_oid,
+											   CStringGetDatum("status"),
+											   ObjectIdGetDatum(nsp));
+	Oid			argtypes[3] = {TEXTOID, status_typid, JSONBOID};
+	Oid			fn = LookupFuncName(list_make2(makeString("jobs"),
+											   makeString("_report_checked")),
+									3, argtypes, false);
+	FmgrInfo	flinfo;
+	LOCAL_FCINFO(fc, 3);
+	Datum		row;
+
+	fmgr_info(fn, &flinfo);
+	InitFunctionCallInfoData(*fc, &flinfo, 3, InvalidOid, NULL, NULL);
+	fc->args[0].value = PointerGetDatum(task_id);
+	fc->args[0].isnull = false;
+	fc->args[1].value = DirectFunctionCall2(enum_in, CStringGetDatum(status),
+											ObjectIdGetDatum(status_typid));
+	fc->args[1].isnull = false;
+	fc->args[2].value = PointerGetDatum(result);
+	fc->args[2].isnull = (result == NULL);
+	row = FunctionCallInvoke(fc);
+	if (fc->isnull)
+		elog(ERROR, "pg_jobs: a report returned no job");
+	return row;
 }
 
 #define ARG_TEXT(n)		(PG_ARGISNULL(n) ? NULL : PG_GETARG_TEXT_PP(n))
@@ -147,7 +176,7 @@ report(FunctionCallInfo fcinfo, text *task_id, const char *status, Jsonb *result
 
 /*
  * pg_jobs_report
- *		jobs._report(task_id text, status jobs.status, result jsonb): the
+ *		jobs.report(task_id text, status jobs.status, result jsonb): the
  *		report of any state (jobs.fail() builds its result and calls this).
  */
 Datum
