@@ -157,6 +157,40 @@ start_workers(void)
 }
 
 /*
+ * requeue_unstarted
+ *		A job a gone worker had claimed but never started its handler on:
+ *		back to pending at once, with the attempt its claim charged given
+ *		back.  Returns whether the job was still the worker's.
+ */
+static bool
+requeue_unstarted(int64 id, const char *worker)
+{
+	static SPIPlanPtr plan = NULL;
+	Oid			argtypes[2] = {INT8OID, TEXTOID};
+	Datum		args[2];
+	int			ret;
+
+	PgJobsLockJob(id);
+	PgJobsRefundAttempt(id);
+	args[0] = Int64GetDatum(id);
+	args[1] = CStringGetTextDatum(worker);
+	ret = SPI_execute_plan(PgJobsPreparePlan(&plan,
+											 "UPDATE jobs.job j SET status = 'pending', run_at = pg_catalog.now(), "
+											 "  last_error = pg_catalog.jsonb_build_object("
+											 "    'error_type', 'WorkerLost', "
+											 "    'error_message', 'the worker that had claimed the job is gone; its handler had not started, so no attempt is charged') "
+											 "WHERE j.id OPERATOR(pg_catalog.=) $1 "
+											 "  AND j.status OPERATOR(pg_catalog.=) 'started' "
+											 "  AND j.worker OPERATOR(pg_catalog.=) $2",
+											 2, argtypes),
+						   args, NULL, false, 0);
+	if (ret != SPI_OK_UPDATE)
+		elog(ERROR, "pg_jobs: requeueing job %lld failed: %s",
+			 (long long) id, SPI_result_code_string(ret));
+	return SPI_processed == 1;
+}
+
+/*
  * reconcile
  *		Requeue or fail the jobs of dead workers and expired leases.
  *		Caller is in a transaction with SPI connected and a snapshot pushed.
@@ -168,6 +202,12 @@ reconcile(void)
 	uint64		n;
 	SPITupleTable *tuptable;
 	int			counts[2][2];	/* [dead worker, expired lease][requeued, failed] */
+	char	   *lost = NULL;	/* the gone worker whose started file is read */
+	int64	   *lost_ids = NULL;
+	int			nlost_ids = 0;
+	bool		lost_known = false;
+	List	   *lost_workers = NIL;
+	ListCell   *lc;
 
 	ret = SPI_execute("SELECT id, worker, false FROM jobs.job_hot "
 					  "WHERE status OPERATOR(pg_catalog.=) 'started' "
@@ -176,7 +216,8 @@ reconcile(void)
 					  "SELECT id, worker, true FROM jobs.job_hot "
 					  "WHERE status OPERATOR(pg_catalog.=) 'started' "
 					  "  AND lease_until IS NOT NULL "
-					  "  AND lease_until OPERATOR(pg_catalog.<) pg_catalog.clock_timestamp()",
+					  "  AND lease_until OPERATOR(pg_catalog.<) pg_catalog.clock_timestamp() "
+					  "ORDER BY 2, 1",
 					  true, 0);
 	if (ret != SPI_OK_SELECT)
 		elog(ERROR, "pg_jobs: scanning started jobs failed: %s",
@@ -201,8 +242,30 @@ reconcile(void)
 		if (worker != NULL &&
 			strncmp(worker, PGJOBS_WORKER_PREFIX, strlen(PGJOBS_WORKER_PREFIX)) == 0)
 		{
+			bool		started = true;
+
 			if (PgJobsWorkerIdentityAlive(worker))
 				continue;
+			/* did its handler run?  The worker's started file says (worker.c) */
+			if (lost == NULL || strcmp(lost, worker) != 0)
+			{
+				lost = worker;
+				lost_ids = PgJobsReadStarted(worker, &nlost_ids, &lost_known);
+				lost_workers = lappend(lost_workers, worker);
+			}
+			if (lost_known)
+			{
+				started = false;
+				for (int k = 0; k < nlost_ids; k++)
+					if (lost_ids[k] == id)
+						started = true;
+			}
+			if (!started)
+			{
+				if (requeue_unstarted(id, worker))
+					counts[0][0]++;
+				continue;
+			}
 			type = "WorkerLost";
 			message = psprintf("the pg_jobs worker running the job (%s) is gone: it was terminated, or the server crashed or stopped", worker);
 		}
@@ -239,6 +302,10 @@ reconcile(void)
 								(long long) id, outcome, message)));
 		}
 	}
+	/* the started files of the gone workers have served */
+	foreach(lc, lost_workers)
+		(void) unlink(PgJobsStartedFile((char *) lfirst(lc)));
+
 	/* after a crash, one line for all, not one per job */
 	if (n > 10 && (counts[0][0] + counts[0][1] + counts[1][0] + counts[1][1]) > 0)
 		ereport(LOG,

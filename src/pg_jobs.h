@@ -152,6 +152,10 @@ extern bool PgJobsWorkerIdentityAlive(const char *identity);
 extern void PgJobsRegisterLauncher(void);
 extern PGDLLEXPORT void PgJobsLauncherMain(Datum main_arg);
 extern PGDLLEXPORT void PgJobsWorkerMain(Datum main_arg);
+/* directory of the workers' started files (worker.c), in the data directory */
+#define PGJOBS_STARTED_DIR			"pg_jobs"
+extern char *PgJobsStartedFile(const char *identity);
+extern int64 *PgJobsReadStarted(const char *identity, int *n, bool *exists);
 extern bool PgJobsWorkerBufferLog(int64 job_id, int level, const char *source,
 								  const char *message, Jsonb *fields);
 

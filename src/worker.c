@@ -49,14 +49,13 @@
 
 #include <signal.h>
 
+#include <fcntl.h>
+#include <unistd.h>
+
 #include "access/xact.h"
-#include "catalog/pg_type.h"
-#include "utils/syscache.h"
-#include "utils/regproc.h"
-#include "utils/lsyscache.h"
-#include "storage/lock.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_proc.h"
+#include "catalog/pg_type.h"
 #include "commands/extension.h"
 #include "executor/spi.h"
 #include "fmgr.h"
@@ -64,8 +63,10 @@
 #include "pgstat.h"
 #include "postmaster/bgworker.h"
 #include "postmaster/interrupt.h"
+#include "storage/fd.h"
 #include "storage/ipc.h"
 #include "storage/latch.h"
+#include "storage/lock.h"
 #include "storage/proc.h"
 #include "tcop/tcopprot.h"
 #include "utils/acl.h"
@@ -74,8 +75,11 @@
 #include "utils/guc.h"
 #include "utils/json.h"
 #include "utils/jsonb.h"
+#include "utils/lsyscache.h"
 #include "utils/memutils.h"
+#include "utils/regproc.h"
 #include "utils/snapmgr.h"
+#include "utils/syscache.h"
 #include "utils/timeout.h"
 #include "utils/timestamp.h"
 
@@ -459,9 +463,111 @@ take_slot(int slotno)
 	return ok;
 }
 
+/*
+ * The started file.  Which claimed jobs had their handler called is known
+ * only to this process until the transaction that records their outcomes
+ * commits; if the process dies first (a crash restarts the whole server),
+ * the launcher finds them all still started by a worker that is gone.  So
+ * that it charges an attempt only to the jobs whose handler ran, the worker
+ * appends each job's id to a small file of its own (PGJOBS_STARTED_DIR,
+ * named after its identity) just before calling the handler, and empties
+ * the file when the transaction ends.  A write per job, no fsync: the file
+ * must survive the process and the server restart, not the machine.
+ */
+static int	started_fd = -1;
+static int	started_n = 0;
+
+/* the started file of a worker identity, "pg_jobs/<boot>/<slot>/<gen>" */
+char *
+PgJobsStartedFile(const char *identity)
+{
+	char	   *name = pstrdup(identity + strlen(PGJOBS_WORKER_PREFIX));
+
+	for (char *c = name; *c; c++)
+		if (*c == '/')
+			*c = '-';
+	return psprintf("%s/%s", PGJOBS_STARTED_DIR, name);
+}
+
+static void
+started_append(int64 job_id)
+{
+	if (started_fd < 0)
+	{
+		if (MakePGDirectory(PGJOBS_STARTED_DIR) < 0 && errno != EEXIST)
+			ereport(ERROR,
+					(errcode_for_file_access(),
+					 errmsg("could not create directory \"%s\": %m", PGJOBS_STARTED_DIR)));
+		/* not a transient file: it stays open across transactions */
+		started_fd = BasicOpenFile(PgJobsStartedFile(my_identity),
+								   O_RDWR | O_CREAT | O_TRUNC | PG_BINARY);
+		if (started_fd < 0)
+			ereport(ERROR,
+					(errcode_for_file_access(),
+					 errmsg("could not open the started file of worker %d: %m", my_slotno)));
+	}
+	if (pg_pwrite(started_fd, &job_id, sizeof(job_id),
+				  (off_t) started_n * sizeof(job_id)) != sizeof(job_id))
+		ereport(ERROR,
+				(errcode_for_file_access(),
+				 errmsg("could not write the started file of worker %d: %m", my_slotno)));
+	started_n++;
+}
+
+static void
+started_reset(void)
+{
+	if (started_fd >= 0 && started_n > 0)
+	{
+		if (ftruncate(started_fd, 0) != 0)
+			ereport(ERROR,
+					(errcode_for_file_access(),
+					 errmsg("could not empty the started file of worker %d: %m", my_slotno)));
+	}
+	started_n = 0;
+}
+
+/*
+ * PgJobsReadStarted
+ *		The job ids in the started file of a worker identity (palloc'd,
+ *		*n of them; NULL if none).  *exists is false when there is no file:
+ *		the worker never started a handler, or the machine restarted, so
+ *		nothing is known.
+ */
+int64 *
+PgJobsReadStarted(const char *identity, int *n, bool *exists)
+{
+	char	   *path = PgJobsStartedFile(identity);
+	int			fd = OpenTransientFile(path, O_RDONLY | PG_BINARY);
+	int64	   *ids;
+	off_t		size;
+
+	*n = 0;
+	*exists = fd >= 0;
+	if (fd < 0)
+		return NULL;
+	size = lseek(fd, 0, SEEK_END);
+	if (size <= 0)
+	{
+		CloseTransientFile(fd);
+		return NULL;
+	}
+	ids = palloc(size);
+	if (pg_pread(fd, ids, size, 0) != size)
+	{
+		CloseTransientFile(fd);
+		return NULL;
+	}
+	CloseTransientFile(fd);
+	*n = size / sizeof(int64);
+	return ids;
+}
+
 static int	xact_nest = 0;
 static uint64 claim_cancels = 0;	/* PgJobsState->cancels before the claim */
 static long due_backoff_ms = 0;	/* see claim_jobs */
+
+static void started_reset(void);
 
 static void
 begin_xact(const char *activity)
@@ -486,6 +592,7 @@ end_xact(bool commit)
 		CommitTransactionCommand();
 	else
 		AbortCurrentTransaction();
+	started_reset();
 	pgstat_report_stat(false);
 	pgstat_report_activity(STATE_IDLE, NULL);
 }
@@ -1146,6 +1253,9 @@ run_one(ClaimedJob *job, bool optimistic_arg)
 		return;
 	}
 
+	/* from here on the handler is called: an attempt is charged if we die */
+	started_append(job->id);
+
 	outer_cxt = CurrentMemoryContext;
 	outer_owner = CurrentResourceOwner;
 	worker_log_min_messages = log_min_messages;
@@ -1478,6 +1588,13 @@ run_batch(ClaimedJob *jobs, int n)
 static void
 worker_exit_record(int code, Datum arg)
 {
+	/* a started file with nothing in it says nothing: remove it */
+	if (started_fd >= 0 && started_n == 0 && !escalated)
+	{
+		close(started_fd);
+		started_fd = -1;
+		(void) unlink(PgJobsStartedFile(my_identity));
+	}
 	if (!escalated || xact_jobs == NULL)
 		return;
 	disable_all_timeouts(false);

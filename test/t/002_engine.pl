@@ -43,6 +43,7 @@ $node->safe_psql('postgres', q{
 	END $$;
 	SELECT jobs.register_task_type('work', 'work(jobs.job)', max_attempts => 2);
 	SELECT jobs.register_task_type('work_once', 'work(jobs.job)', max_attempts => 1);
+	SELECT jobs.register_task_type('batched', 'work(jobs.job)', max_attempts => 1);
 	SELECT jobs.register_task_type('work_timeout', 'work(jobs.job)', timeout => '500 ms');
 	SELECT jobs.register_task_type('remote', queue => 'remote', max_attempts => 2);
 });
@@ -100,6 +101,43 @@ is(effects('kill9'), '2', 'SIGKILL: only the successful attempt left its work');
 like(job('kill9', "last_error->>'error_type'"), qr/WorkerLost/,
 	'SIGKILL: the lost attempt is recorded');
 ok($node->log_contains('terminated by signal 9'), 'SIGKILL: the server saw the crash');
+
+# 1b. SIGKILL of a worker holding a claimed batch: only the job whose handler
+# was running is charged (max_attempts 1: it fails WorkerLost); the jobs
+# claimed behind it never started, so they are requeued without a charge
+# and succeed.  One worker, so that the batch is one worker's.
+$node->safe_psql('postgres', 'ALTER SYSTEM SET pg_jobs.workers = 1');
+$node->reload;
+$node->poll_query_until('postgres', 'SELECT count(*) = 1 FROM jobs._worker_slots()')
+  or die 'the second worker did not stop';
+$node->safe_psql('postgres', q{
+	BEGIN;
+	-- quick runs first: the worker learns the type is short and its batch grows
+	SELECT count(jobs.enqueue('batched', '{"seconds": 0}', task_id => 'quick-' || i)) FROM generate_series(1, 31) i;
+	SELECT jobs.enqueue('batched', '{"seconds": 60, "sleep_first": true}', task_id => 'slow-in-batch');
+	SELECT count(jobs.enqueue('batched', '{"seconds": 0}', task_id => 'behind-' || i)) FROM generate_series(1, 10) i;
+	COMMIT;
+});
+$pid = worker_pid('slow-in-batch');
+my $reserved = $node->safe_psql('postgres',
+	"SELECT count(*) FROM jobs.job WHERE task_id LIKE 'behind-%' AND status = 'started'");
+cmp_ok($reserved, '>', 0, 'SIGKILL in a batch: jobs behind the running one are claimed with it');
+note("jobs claimed behind the running one: $reserved");
+kill 'KILL', $pid;
+$node->poll_query_until('postgres',
+	"SELECT count(*) = 10 FROM jobs.job WHERE task_id LIKE 'behind-%' AND status = 'success'")
+  or diag($node->safe_psql('postgres',
+	"SELECT string_agg(task_id || ' ' || status || ' ' || attempts, ', ') FROM jobs.job WHERE task_id LIKE 'behind-%'"));
+is($node->safe_psql('postgres',
+		"SELECT count(*) || ' ' || max(attempts) FROM jobs.job WHERE task_id LIKE 'behind-%' AND status = 'success'"),
+	'10 1', 'SIGKILL in a batch: the jobs that never started succeed on their one attempt');
+wait_status('slow-in-batch', 'failure');
+is(job('slow-in-batch', "result->>'error_type'"), 'WorkerLost',
+	'SIGKILL in a batch: the running job is charged its attempt');
+$node->safe_psql('postgres', 'ALTER SYSTEM RESET pg_jobs.workers');
+$node->reload;
+$node->poll_query_until('postgres', 'SELECT count(*) = 2 FROM jobs._worker_slots()')
+  or die 'the workers did not come back';
 
 # 2. pg_terminate_backend of a worker is a graceful stop of that worker:
 # the handler gets the grace period, then it is interrupted, its work rolled
