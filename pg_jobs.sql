@@ -234,11 +234,20 @@ CREATE TABLE jobs.job_done PARTITION OF jobs.job
 COMMENT ON TABLE jobs.job_done IS
     'Partition of jobs.job holding finished jobs, one sub-partition per day of completion (internal).';
 
-CREATE INDEX job_done_id ON jobs.job_done (id);
-CREATE INDEX job_done_task_id ON jobs.job_done (task_id);
-CREATE INDEX job_done_created ON jobs.job_done (date_created);
-
+/*
+ * The history partitions carry their indexes themselves, not through
+ * partitioned indexes on jobs.job_done: a restore attaches the day
+ * partitions of a dump to the jobs.job_done that CREATE EXTENSION made, and
+ * a partitioned index there would give each of them an index at once that
+ * the dump then creates a second time (see "Backup and restore" in the
+ * README).  jobs.ensure_partitions() indexes every day it creates.
+ */
 CREATE TABLE jobs.job_done_default PARTITION OF jobs.job_done DEFAULT;
+CREATE INDEX job_done_default_id ON jobs.job_done_default (id);
+CREATE INDEX job_done_default_task_id ON jobs.job_done_default (task_id);
+CREATE INDEX job_done_default_created ON jobs.job_done_default (date_created);
+CREATE INDEX job_done_default_parent ON jobs.job_done_default (parent_id)
+    WHERE parent_id IS NOT NULL;
 
 /*
  * Create the daily history partitions from yesterday up to `days_ahead`
@@ -278,6 +287,11 @@ BEGIN
         EXECUTE pg_catalog.format(
             'CREATE TABLE jobs.%I PARTITION OF jobs.job_done FOR VALUES FROM (%L) TO (%L)',
             part, d::timestamptz, (d + 1)::timestamptz);
+        EXECUTE pg_catalog.format('CREATE INDEX %I ON jobs.%I (id)', part || '_id', part);
+        EXECUTE pg_catalog.format('CREATE INDEX %I ON jobs.%I (task_id)', part || '_task_id', part);
+        EXECUTE pg_catalog.format('CREATE INDEX %I ON jobs.%I (date_created)', part || '_created', part);
+        EXECUTE pg_catalog.format('CREATE INDEX %I ON jobs.%I (parent_id) WHERE parent_id IS NOT NULL',
+                                  part || '_parent', part);
         EXECUTE pg_catalog.format('REVOKE ALL ON jobs.%I FROM PUBLIC', part);
         IF EXISTS (SELECT 1 FROM pg_catalog.pg_depend dep
                    WHERE dep.classid = 'pg_catalog.pg_class'::pg_catalog.regclass
@@ -294,7 +308,12 @@ COMMENT ON FUNCTION jobs.ensure_partitions(integer) IS
     'Creates the daily history partitions of jobs.job_done up to days_ahead days from now; returns how many it created.';
 REVOKE ALL ON FUNCTION jobs.ensure_partitions(integer) FROM PUBLIC;
 
-SELECT jobs.ensure_partitions();
+-- Not during a restore: pg_dump's scripts run CREATE EXTENSION with
+-- row_security = off and then create the day partitions of the dump, which
+-- would clash with the same days made here.  The launcher creates the
+-- missing days within a maintenance round.
+SELECT jobs.ensure_partitions()
+WHERE pg_catalog.current_setting('row_security')::pg_catalog.bool;
 
 CREATE FUNCTION jobs.wait_time_seconds(job jobs.job) RETURNS double precision
     LANGUAGE sql STABLE PARALLEL SAFE
@@ -322,9 +341,9 @@ CREATE FUNCTION jobs._waiting_run_at() RETURNS timestamptz
 COMMENT ON FUNCTION jobs._waiting_run_at() IS
     'run_at of a job waiting for its dependencies (internal).';
 
--- children are listed by parent (jobs.children())
+-- children are listed by parent (jobs.children()); the history partitions
+-- have the same index each
 CREATE INDEX job_hot_parent ON jobs.job_hot (parent_id) WHERE parent_id IS NOT NULL;
-CREATE INDEX job_done_parent ON jobs.job_done (parent_id) WHERE parent_id IS NOT NULL;
 
 /*
  * The unfinished dependencies of waiting jobs: job_id waits for
@@ -3122,10 +3141,32 @@ GRANT EXECUTE ON FUNCTION jobs.may_schedule(boolean), jobs.schedule(text, text, 
 -- create scheduled jobs anyway.
 GRANT EXECUTE ON FUNCTION jobs._scheduled_enqueue(text) TO jobs_scheduler, jobs_admin;
 
--- User data: keep it in pg_dump output.
+/*
+ * User data: keep it in pg_dump output (see "Backup and restore" in the
+ * README).  pg_dump leaves the tables of an extension out unless they are
+ * marked here, and dumps the rows of a partitioned table through its
+ * partitions, so the partitions that belong to the extension are marked
+ * (marking jobs.job or jobs.job_done does nothing).  The day partitions of
+ * jobs.job_done do not belong to it (jobs.ensure_partitions()) and are dumped
+ * like any table, with their rows.  The restored rows pass the lifecycle
+ * trigger unchanged (src/lifecycle.c, "restore").
+ *
+ * Not dumped: the built-in trigger sources (CREATE EXTENSION makes them
+ * again), and what the engine rebuilds or only reports: jobs.job_daily and
+ * jobs.job_daily_done (totals keyed by the storage of this database's
+ * partitions; rolled up again by jobs.refresh_summaries()),
+ * jobs.maintenance_state (the last retention run here) and jobs.log_follower
+ * (live sessions).
+ */
 SELECT pg_catalog.pg_extension_config_dump('jobs.task_type', '');
-SELECT pg_catalog.pg_extension_config_dump('jobs.trigger_source', '');
+SELECT pg_catalog.pg_extension_config_dump('jobs.trigger_source',
+    $$WHERE name NOT IN ('manual', 'scheduled', 'web_ui', 'api_upload', 'folder_consume', 'email_consume', 'system')$$);
 SELECT pg_catalog.pg_extension_config_dump('jobs.job_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('jobs.job_hot', '');
+SELECT pg_catalog.pg_extension_config_dump('jobs.job_done_default', '');
+SELECT pg_catalog.pg_extension_config_dump('jobs.job_dependency', '');
+SELECT pg_catalog.pg_extension_config_dump('jobs.job_log', '');
+SELECT pg_catalog.pg_extension_config_dump('jobs.job_log_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('jobs.schedule', '');
 
 NOTIFY pgrst, 'reload schema';

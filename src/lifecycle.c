@@ -34,6 +34,19 @@
  *	- stamps date_started and date_done, counts attempts, and records a
  *	  success whose result has "duplicate_of" as a failure.
  *
+ * Restore: rows that pg_dump's scripts load (COPY into job_hot,
+ * job_done_default and the day partitions, see "Backup and restore" in the
+ * README) are finished or started jobs with their own ids, stamps and
+ * attempts, whose task types may not be loaded yet.  The insert trigger lets
+ * a row through unchanged only when it is complete (it has its
+ * date_created, which no enqueue sets) and the session loads data the way
+ * those scripts do and could bypass the lifecycle anyway: row_security is off
+ * (pg_dump and pg_restore set it) and both the session user and the current
+ * user are superusers, outside any security-restricted operation (a handler
+ * run by a worker, a maintenance command).  Every other client, including
+ * a superuser with row_security on and an admin with BYPASSRLS, goes through
+ * the checks below.
+ *
  * A transition to a finished state moves the row from job_hot to job_done,
  * which PostgreSQL carries out as a delete plus an insert that fires the
  * BEFORE INSERT trigger of the destination.  The update trigger remembers
@@ -82,6 +95,7 @@
 #include "utils/memutils.h"
 #include "utils/regproc.h"
 #include "utils/rel.h"
+#include "utils/rls.h"
 #include "utils/syscache.h"
 #include "utils/timestamp.h"
 
@@ -809,6 +823,21 @@ inflight_duplicate(const char *task_type, Datum dedup_key, Oid caller,
 }
 
 /*
+ * restoring_rows
+ *		True when the current command loads rows as a restore does: see
+ *		"Restore" in the file header.  row_security is read first, so an
+ *		ordinary insert pays one comparison.
+ */
+static bool
+restoring_rows(void)
+{
+	return !row_security &&
+		!InSecurityRestrictedOperation() &&
+		superuser() &&
+		superuser_arg(GetSessionUserId());
+}
+
+/*
  * pg_jobs_job_before_insert
  *		BEFORE INSERT FOR EACH ROW trigger of jobs.job; see the file header.
  */
@@ -857,6 +886,10 @@ pg_jobs_job_before_insert(PG_FUNCTION_ARGS)
 		moving_job_id = -1;
 		return PointerGetDatum(tup);
 	}
+
+	/* A row of a restore, complete with its stamps: as it was dumped. */
+	if (restoring_rows() && !heap_attisnull(tup, a->date_created, tupdesc))
+		return PointerGetDatum(tup);
 
 	d = heap_getattr(tup, a->status, tupdesc, &isnull);
 	status = isnull ? JOB_PENDING : status_of(TupleDescAttr(tupdesc, a->status - 1)->atttypid, d);
