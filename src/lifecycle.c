@@ -180,6 +180,47 @@ PgJobsRefundAttempt(int64 job_id)
 	refund_lxid = MyProc->lxid;
 }
 
+/*
+ * When this transaction's handlers started, by job id (see
+ * PgJobsNoteHandlerStart); emptied when a new transaction first uses it.
+ */
+typedef struct StartedAt
+{
+	int64		job_id;			/* hash key */
+	TimestampTz at;
+} StartedAt;
+
+static HTAB *started_at = NULL;
+static LocalTransactionId started_at_lxid = InvalidLocalTransactionId;
+
+/*
+ * PgJobsNoteHandlerStart
+ *		A worker is about to call the handler of reserved job job_id: the
+ *		transition that records its outcome in this transaction stamps
+ *		date_started with `at`.  Only the engine's C code calls this.
+ */
+void
+PgJobsNoteHandlerStart(int64 job_id, TimestampTz at)
+{
+	StartedAt  *e;
+
+	if (started_at == NULL || started_at_lxid != MyProc->lxid)
+	{
+		HASHCTL		ctl;
+
+		if (started_at != NULL)
+			hash_destroy(started_at);
+		ctl.keysize = sizeof(int64);
+		ctl.entrysize = sizeof(StartedAt);
+		ctl.hcxt = TopMemoryContext;
+		started_at = hash_create("pg_jobs handler starts", 64, &ctl,
+								 HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+		started_at_lxid = MyProc->lxid;
+	}
+	e = hash_search(started_at, &job_id, HASH_ENTER, NULL);
+	e->at = at;
+}
+
 /* cached plans */
 static SPIPlanPtr type_plan = NULL;
 static SPIPlanPtr source_plan = NULL;
@@ -1290,15 +1331,41 @@ pg_jobs_job_before_update(PG_FUNCTION_ARGS)
 	vals[n] = heap_getattr(oldtup, a->attempts, tupdesc, &nulls[n]);
 	n++;
 
+	/* a reserved job whose handler this transaction called: when it did */
+	if (from == JOB_STARTED && nulls[0] && started_at_lxid == MyProc->lxid &&
+		started_at != NULL)
+	{
+		int64		id = DatumGetInt64(heap_getattr(oldtup, a->id, tupdesc, &isnull));
+		StartedAt  *e = hash_search(started_at, &id, HASH_FIND, NULL);
+
+		if (e != NULL)
+		{
+			vals[0] = TimestampTzGetDatum(e->at);
+			nulls[0] = false;
+		}
+	}
+
 	if (from != to)
 	{
 		TimestampTz now = GetCurrentTimestamp();
 
 		if (to == JOB_STARTED)
 		{
-			/* pending -> started: one more attempt */
-			vals[0] = TimestampTzGetDatum(now);
-			nulls[0] = false;
+			Datum		w = heap_getattr(newtup, a->worker, tupdesc, &isnull);
+
+			/*
+			 * pending -> started: one more attempt.  An in-database worker's
+			 * claim reserves the job: date_started stays empty until its
+			 * handler is called (PgJobsNoteHandlerStart), and the attempt
+			 * is given back if it never is (PgJobsRefundAttempt).
+			 */
+			if (isnull ||
+				strncmp(TextDatumGetCString(w), PGJOBS_WORKER_PREFIX,
+						strlen(PGJOBS_WORKER_PREFIX)) != 0)
+			{
+				vals[0] = TimestampTzGetDatum(now);
+				nulls[0] = false;
+			}
 			vals[2] = Int32GetDatum(DatumGetInt32(vals[2]) + 1);
 			PgJobsCountClaim();
 		}

@@ -93,6 +93,7 @@ extern int	PgJobsExecuteToDest(SPIPlanPtr plan, int nargs, const Oid *argtypes,
 /* lifecycle.c */
 extern const char *JobStatusName(JobStatus s);
 extern void PgJobsRefundAttempt(int64 job_id);
+extern void PgJobsNoteHandlerStart(int64 job_id, TimestampTz at);
 
 /* shmem.c: shared state of the launcher and workers */
 #define PGJOBS_MAX_WORKERS			64

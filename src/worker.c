@@ -120,6 +120,7 @@ static TimeoutId tick_timeout;
  * jobs of the transaction that the exit rolls back.
  */
 static volatile sig_atomic_t escalated = false;
+static TimestampTz handler_started_at = 0;	/* of the running handler */
 static volatile int64 escalated_job_id = 0;
 static volatile sig_atomic_t escalated_reason = INTR_NONE;
 static struct ClaimedJob *xact_jobs = NULL; /* claimed jobs not yet committed */
@@ -1255,6 +1256,8 @@ run_one(ClaimedJob *job, bool optimistic_arg)
 
 	/* from here on the handler is called: an attempt is charged if we die */
 	started_append(job->id);
+	handler_started_at = GetCurrentTimestamp();
+	PgJobsNoteHandlerStart(job->id, handler_started_at);
 
 	outer_cxt = CurrentMemoryContext;
 	outer_owner = CurrentResourceOwner;
@@ -1612,6 +1615,7 @@ worker_exit_record(int code, Datum arg)
 
 		if (job->id == escalated_job_id)
 		{
+			PgJobsNoteHandlerStart(job->id, handler_started_at);
 			(void) PgJobsLogWrite(job->id, PGJOBS_LOG_ERROR, "pg_jobs",
 								  psprintf("the handler did not stop within pg_jobs.interrupt_grace (%d ms) of its interrupt; its worker was ended",
 										   pg_jobs_interrupt_grace),
