@@ -200,11 +200,18 @@ COMMIT;
 -- F is claimed (started) while the sleepers before it run
 SELECT wait_for(format($$(SELECT status = 'started' FROM jobs.job WHERE task_id = %L)$$, :'f')) AS f_claimed;
 SELECT (SELECT count(*) FROM jobs.job WHERE input ? 'sleep' AND status = 'success') < 10 AS sleepers_still_running;
+-- claimed but not started: reserved, no date_started yet
+SELECT status, worker IS NOT NULL AS claimed, date_started IS NULL AS not_started_yet
+FROM jobs.job WHERE task_id = :'f';
 SELECT status FROM jobs.cancel(:'f', force => true);
 SELECT wait_for($$(SELECT count(*) = 0 FROM jobs.job WHERE task_type IN ('sb_forever', 'sb_count') AND status IN ('pending', 'started'))$$)
        AS nothing_waits_behind_it;
 SELECT status FROM jobs.job WHERE task_id = :'f';
 SELECT is_called AS handler_ran FROM public.sb_forever_ran;
+-- the sleepers' date_started is when each handler was called: 0.1 s apart
+SELECT min(gap) >= interval '90 ms' AS started_when_called
+FROM (SELECT date_started - lag(date_started) OVER (ORDER BY date_started) AS gap
+      FROM jobs.job WHERE input ? 'sleep') g;
 
 ALTER SYSTEM RESET pg_jobs.workers;
 ALTER SYSTEM RESET pg_jobs.interrupt_grace;
