@@ -5,18 +5,23 @@
  *	  the handler as the job's owner.
  *
  * Each job takes two transactions:
- *	1. claim: the highest-priority, oldest due pending job whose task type
- *	   has a handler is moved to started (FOR UPDATE SKIP LOCKED, so two
- *	   workers never get the same job), stamped with this worker's identity
- *	   (see shmem.c) and committed, so monitoring shows it running;
+ *	1. claim: the highest-priority, oldest due pending jobs whose task type
+ *	   has a handler are locked (FOR UPDATE SKIP LOCKED, so two workers never
+ *	   get the same job), cut to what fits in CLAIM_BUDGET_MS of the run time
+ *	   this worker measured per task type, and moved to started, stamped with
+ *	   this worker's identity (see shmem.c): reserved, date_started still
+ *	   empty until the handler is called;
  *	2. run: the handler runs in a subtransaction as the job's owner (or the
- *	   task type's run_as role) with SECURITY_RESTRICTED_OPERATION and a
- *	   pinned search_path.  On success its jsonb result and the final state
- *	   are committed together with the handler's work, so a pure-SQL job
- *	   takes effect exactly once.  On error the subtransaction is rolled back
- *	   and the failure (or a retry with backoff) is committed instead.
+ *	   task type's run_as role) through PgJobsBecome (privilege.c):
+ *	   SECURITY_RESTRICTED_OPERATION, its own GUC nest level, every setting
+ *	   it changed undone when it ends.  On success its jsonb result and the
+ *	   final state are committed together with the handler's work, so a
+ *	   pure-SQL job takes effect exactly once.  On error the subtransaction
+ *	   is rolled back and the failure (or a retry with backoff) is committed
+ *	   instead.
  * Before writing the final state the worker takes the job's report lock, and
- * it writes only if the job is still started by this worker.
+ * it writes only if the job is still started by this worker.  The worker's
+ * own statements run with search_path pinned (PgJobsPinSearchPath).
  *
  * Batches: a claim takes up to pg_jobs.batch_size jobs, and returns with
  * each everything its handler needs.  Transaction 2 runs them in order, each
@@ -28,13 +33,23 @@
  * effect, and the same jobs run again the careful way: each one read again,
  * skipped if it is no longer ours, and its success written inside its
  * handler's subtransaction, which is rolled back if the job was revoked
- * meanwhile.
+ * meanwhile.  Before each handler the worker also checks the ring of
+ * committed forced cancels (shmem.c), so a cancelled job waiting in the
+ * batch is never started.
+ *
+ * Attempts: the claim charges one; a requeue by the worker (shutdown, or the
+ * exit below) gives it back (PgJobsRefundAttempt).  If the process dies, the
+ * launcher charges only the jobs listed in this worker's started file, where
+ * each job's id is written just before its handler is called.
  *
  * Interrupts: while a handler runs, a 100 ms timer checks the job's timeout,
  * a forced cancel request in the worker's slot, and the shutdown grace
  * period; any of them cancels the handler the way a query cancel would,
  * and the reason decides the outcome (failure with "timed out after ...",
  * nothing as the cancel already revoked the job, or a requeue on shutdown).
+ * A handler that catches the cancel is cancelled again at every tick and,
+ * pg_jobs.interrupt_grace after the first, stopped by ending this process;
+ * worker_exit_record() then records the outcomes in a new transaction.
  *
  * Errors outside the handler are not caught: they end the worker process,
  * which frees its slot; the launcher then reconciles its job and starts a
