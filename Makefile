@@ -14,11 +14,11 @@ EXTRA_CLEAN = $(EXTENSION)--$(EXTVERSION).sql src/errnames.h
 # Every suite starts its own throw-away server with pg_jobs (and pg_cron)
 # preloaded, so `make installcheck` works on any machine (see README).
 REGRESS      = lifecycle tracking monitoring postgrest logs retention schedule dependencies \
-               engine summary audit redteam sandbox
+               engine summary audit redteam sandbox runner
 REGRESS_OPTS = --temp-config=test/pg_jobs.conf --temp-instance=./tmp_check
 
 ISOLATION      = finalize_race enqueue_race claim_race acknowledge_race registry_cache \
-                 dependency_race summary_race
+                 dependency_race summary_race runner_fence
 ISOLATION_OPTS = --temp-config=test/isolation.conf --temp-instance=./tmp_check_iso \
                  --inputdir=test --outputdir=test
 

@@ -132,6 +132,7 @@ CREATE TABLE jobs.task_type (
     queue           text NOT NULL DEFAULT 'default' CHECK (queue <> ''),
     tracked         boolean NOT NULL DEFAULT true,
     runnable        boolean NOT NULL DEFAULT false,
+    claimable       boolean NOT NULL DEFAULT true,
     priority        smallint NOT NULL DEFAULT 2 CHECK (priority BETWEEN 0 AND 3),
     max_attempts    integer NOT NULL DEFAULT 1 CHECK (max_attempts >= 1),
     timeout         interval CHECK (timeout > interval '0'),
@@ -142,6 +143,8 @@ CREATE TABLE jobs.task_type (
 );
 COMMENT ON TABLE jobs.task_type IS
     'Registry of task types: label, legacy (v9) name, queue, handler, defaults and limits. Change it with jobs.register_task_type().';
+COMMENT ON COLUMN jobs.task_type.claimable IS
+    'Whether jobs.claim() may hand out its jobs (types without a handler only). False for a tracked-only type: an external runner reports its jobs with jobs.start() and friends.';
 
 -- 4. Jobs ---------------------------------------------------------------
 
@@ -183,18 +186,22 @@ CREATE TABLE jobs.job (
     worker          text,
     lease           interval,
     lease_until     timestamptz,
-    last_error      jsonb
+    last_error      jsonb,
+    cancel_requested timestamptz
 ) PARTITION BY LIST (status);
 
 COMMENT ON TABLE jobs.job IS
     'One row per job. Lifecycle enforced by triggers for every client; visibility by row-level security.';
 COMMENT ON COLUMN jobs.job.task_id IS 'External id (e.g. a Celery task UUID); generated when not given.';
 COMMENT ON COLUMN jobs.job.owner IS 'Role the job belongs to; NULL = unowned (visible to everyone).';
-COMMENT ON COLUMN jobs.job.attempts IS 'How many times the job has been started.';
 COMMENT ON COLUMN jobs.job.run_at IS 'Earliest time the job may start.';
 COMMENT ON COLUMN jobs.job.worker IS 'Who runs the started job: a pg_jobs worker identity, or the name an external claimer gave.';
 COMMENT ON COLUMN jobs.job.lease_until IS 'An external claim expires then unless renewed by jobs.heartbeat().';
 COMMENT ON COLUMN jobs.job.last_error IS 'The error of the last failed attempt of a job that was retried.';
+COMMENT ON COLUMN jobs.job.attempts IS
+    'How many times the job has been started; the current attempt of a started job is the fencing token its runner passes to its reports.';
+COMMENT ON COLUMN jobs.job.cancel_requested IS
+    'When jobs.cancel(force => true) asked the external runner of this started job to stop (NULL: no request); the runner sees it in jobs.heartbeat() and on its cancel channel, and its report ends the job.';
 
 -- Every job passes through here once; vacuum it early and without pauses
 -- so the dead rows left by finished jobs are reclaimed and it stays small.
@@ -446,7 +453,7 @@ GRANT SELECT ON jobs.job TO PUBLIC;
 GRANT INSERT (task_id, task_type, trigger_source, owner, input, priority, run_at,
               dedup_key, depends_on, parent_id) ON jobs.job TO PUBLIC;
 GRANT UPDATE (status, result, progress_done, progress_total, progress_message,
-              worker, lease, lease_until)
+              worker, lease, lease_until, run_at, last_error, cancel_requested)
     ON jobs.job TO PUBLIC;
 GRANT USAGE ON SEQUENCE jobs.job_id_seq TO PUBLIC;
 -- Acknowledging (UPDATE of acknowledged) is the "change permission"; admins
@@ -465,7 +472,7 @@ REVOKE ALL ON jobs.job_hot, jobs.job_done, jobs.job_done_default FROM PUBLIC;
 CREATE FUNCTION jobs.register_task_type(
     name text,
     handler regprocedure DEFAULT NULL,
-    queue text DEFAULT 'default',
+    queue text DEFAULT NULL,
     legacy_name text DEFAULT NULL,
     tracked boolean DEFAULT true,
     runnable boolean DEFAULT false,
@@ -475,7 +482,8 @@ CREATE FUNCTION jobs.register_task_type(
     max_pending integer DEFAULT NULL,
     display_name text DEFAULT NULL,
     run_input jsonb DEFAULT '{}',
-    run_as name DEFAULT NULL)
+    run_as name DEFAULT NULL,
+    claimable boolean DEFAULT NULL)
     RETURNS jobs.task_type
     LANGUAGE plpgsql VOLATILE
     SET search_path = pg_catalog, pg_temp
@@ -504,7 +512,7 @@ BEGIN
     IF max_pending IS NOT NULL AND max_pending < 0 THEN
         RAISE EXCEPTION 'max_pending must not be negative' USING ERRCODE = '22023';
     END IF;
-    IF queue IS NULL OR queue = '' THEN
+    IF queue = '' THEN
         RAISE EXCEPTION 'queue must not be empty' USING ERRCODE = '22023';
     END IF;
     IF handler IS NOT NULL AND NOT EXISTS (
@@ -523,17 +531,22 @@ BEGIN
         RAISE EXCEPTION 'run_as names no existing role: %', run_as USING ERRCODE = '22023';
     END IF;
 
+    -- A type without a handler registered without a queue is tracked-only:
+    -- an external runner (Celery) reports its jobs, and no jobs.claim() worker
+    -- of queue 'default' may take them from under it.
     INSERT INTO jobs.task_type AS t (name, display_name, legacy_name, run_input, handler,
-                                     queue, tracked, runnable, priority, max_attempts,
+                                     queue, tracked, runnable, claimable, priority, max_attempts,
                                      timeout, max_pending, run_as)
     VALUES (register_task_type.name,
             coalesce(register_task_type.display_name,
                      pg_catalog.initcap(pg_catalog.replace(register_task_type.name, '_', ' '))),
             register_task_type.legacy_name,
             coalesce(register_task_type.run_input, '{}'),
-            register_task_type.handler, register_task_type.queue,
+            register_task_type.handler, coalesce(register_task_type.queue, 'default'),
             coalesce(register_task_type.tracked, true),
             coalesce(register_task_type.runnable, false),
+            coalesce(register_task_type.claimable,
+                     register_task_type.handler IS NULL AND register_task_type.queue IS NOT NULL),
             register_task_type.priority, register_task_type.max_attempts,
             register_task_type.timeout, register_task_type.max_pending,
             register_task_type.run_as)
@@ -545,6 +558,7 @@ BEGIN
             queue = excluded.queue,
             tracked = excluded.tracked,
             runnable = excluded.runnable,
+            claimable = excluded.claimable,
             priority = excluded.priority,
             max_attempts = excluded.max_attempts,
             timeout = excluded.timeout,
@@ -605,8 +619,19 @@ COMMENT ON EVENT TRIGGER pg_jobs_handler_dropped IS
     'pg_jobs: refuses (2BP01) to drop a function that is the handler of a task type.';
 
 COMMENT ON FUNCTION jobs.register_task_type(text, regprocedure, text, text, boolean, boolean,
-    integer, integer, interval, integer, text, jsonb, name) IS
-    'Creates or replaces a task type (admins only). display_name defaults to the name in title case; run_as is the role that runs handlers of unowned jobs.';
+    integer, integer, interval, integer, text, jsonb, name, boolean) IS
+    'Creates or replaces a task type (admins only). display_name defaults to the name in title case; run_as is the role that runs handlers of unowned jobs; queue defaults to "default"; claimable (may jobs.claim() hand out its jobs) defaults to true for a type without handler registered with an explicit queue, else false (tracked-only).';
+
+/*
+ * Is a task type tracked?  For a runner's hooks, before they enqueue: one
+ * primary-key lookup, inlined into the caller's query.
+ */
+CREATE FUNCTION jobs.is_tracked(task_type text) RETURNS boolean
+    LANGUAGE sql STABLE PARALLEL SAFE
+    SET search_path = pg_catalog, pg_temp
+    RETURN (SELECT t.tracked FROM jobs.task_type t WHERE t.name OPERATOR(pg_catalog.=) is_tracked.task_type);
+COMMENT ON FUNCTION jobs.is_tracked(text) IS
+    'True when the task type is registered and tracked (jobs.enqueue() stores its jobs), false when registered untracked, NULL when unknown.';
 
 /*
  * enqueue and enqueue_many are C (src/enqueue.c): one INSERT into jobs.job
@@ -652,10 +677,21 @@ COMMENT ON FUNCTION jobs.enqueue_many(text, jsonb, text, name, integer, timestam
  * taken (when the caller may change the job; otherwise the UPDATE finds
  * nothing and the answer is 42501), so concurrent reports on one job run
  * one after the other and each sees the committed outcome of the one
- * before; the UPDATE itself is a compare-and-set on the in-flight states,
- * and the trigger enforces the transition matrix.
+ * before; the UPDATE itself is a compare-and-set on the in-flight states
+ * (and, with p_attempt, on the attempt of a started job: the fencing
+ * token), and the trigger enforces the transition matrix.  A start records
+ * the runner (p_worker) and its lease (p_lease), which the launcher
+ * reconciles as it does a claim's.
+ *
+ * When nothing changes, the answer follows one rule (README "Repeated and
+ * late reports"): a report whose attempt is not the current attempt of a
+ * started job is stale (PT409, naming both); a report of the state the job
+ * is already in (start on started by the same runner, succeed on success,
+ * fail on failure, revoke on revoked) returns the job unchanged; any other
+ * report on a finished job is PT409 naming both states.
  */
-CREATE FUNCTION jobs._report_checked(p_task_id text, p_status jobs.status, p_result jsonb)
+CREATE FUNCTION jobs._report_checked(p_task_id text, p_status jobs.status, p_result jsonb,
+                                     p_attempt integer, p_worker text, p_lease interval)
     RETURNS jobs.job
     LANGUAGE plpgsql VOLATILE
     SET search_path = pg_catalog, pg_temp
@@ -678,9 +714,14 @@ BEGIN
         -- the lock before us committed.
         UPDATE jobs.job j
            SET status = p_status,
-               result = CASE WHEN p_status = 'started' THEN j.result ELSE p_result END
+               result = CASE WHEN p_status = 'started' THEN j.result ELSE p_result END,
+               worker = CASE WHEN p_status = 'started' THEN p_worker ELSE j.worker END,
+               lease = CASE WHEN p_status = 'started' THEN p_lease ELSE j.lease END,
+               lease_until = CASE WHEN p_status = 'started'
+                                  THEN pg_catalog.now() + p_lease ELSE j.lease_until END
          WHERE j.id = jid AND j.status IN ('pending', 'started')
            AND NOT (j.status = 'started' AND p_status = 'started')
+           AND (p_attempt IS NULL OR (j.status = 'started' AND j.attempts = p_attempt))
         RETURNING j.* INTO r;
         IF FOUND THEN
             RETURN r;
@@ -691,18 +732,33 @@ BEGIN
     IF NOT FOUND THEN
         RAISE EXCEPTION 'task % does not exist', p_task_id
             USING ERRCODE = 'PT404',
-                  HINT = 'The task id is unknown, or the job belongs to another role.';
+                  HINT = 'The task id is unknown, the job belongs to another role, or its task type is not tracked (jobs.is_tracked()).';
     END IF;
-    IF r.status = 'started' AND p_status = 'started' THEN
-        RETURN r;           -- a duplicate start report changes nothing
-    END IF;
-    IF r.status IN ('pending', 'started') THEN
+    IF r.status IN ('pending', 'started') AND NOT jobs.may_act_for(r.owner) THEN
         RAISE EXCEPTION 'permission denied to report on task %', p_task_id
             USING ERRCODE = '42501',
                   HINT = 'Only admins and members of the owning role may change a job.';
     END IF;
-    IF r.status = 'failure' AND p_status = 'success' THEN
-        RETURN r;           -- the failure path owns failures
+    IF p_attempt IS NOT NULL AND (r.attempts <> p_attempt OR r.status = 'pending') THEN
+        RAISE EXCEPTION 'stale report on task %: attempt % is not the current attempt', p_task_id, p_attempt
+            USING ERRCODE = 'PT409',
+                  DETAIL = pg_catalog.format('The job is %s at attempt %s%s.', r.status, r.attempts,
+                                             CASE WHEN r.worker IS NULL THEN ''
+                                                  ELSE pg_catalog.format(' by runner "%s"', r.worker) END),
+                  HINT = 'Its lease expired or it was retried, and another attempt owns it now: stop working on it.';
+    END IF;
+    IF r.status = 'started' AND p_status = 'started' THEN
+        IF p_worker IS NOT NULL AND r.worker IS DISTINCT FROM p_worker THEN
+            RAISE EXCEPTION 'task % is already started by another runner', p_task_id
+                USING ERRCODE = 'PT409',
+                      DETAIL = pg_catalog.format('Attempt %s runs on runner "%s" since %s.',
+                                                 r.attempts, coalesce(r.worker, '(unnamed)'), r.date_started),
+                      HINT = 'Start it once its lease has expired and the launcher has requeued it.';
+        END IF;
+        RETURN r;           -- a repeated start changes nothing
+    END IF;
+    IF r.status = p_status THEN
+        RETURN r;           -- a repeated report: the first one stands
     END IF;
     RAISE EXCEPTION 'task % cannot go from % to %', p_task_id, r.status, p_status
         USING ERRCODE = 'PT409',
@@ -715,31 +771,36 @@ $fn$;
  * the report lock and the UPDATE of _report_checked() above, through kept
  * plans, as the caller; when that changes nothing, _report_checked() runs
  * and answers.  jobs.report() is the one for any status (jobs.fail() builds
- * its result and calls it).
+ * its result and calls it).  attempt, where accepted, is the fencing token
+ * (the attempts of the job its start or claim returned).
  */
-CREATE FUNCTION jobs.report(task_id text, status jobs.status, result jsonb DEFAULT NULL)
+CREATE FUNCTION jobs.report(task_id text, status jobs.status, result jsonb DEFAULT NULL,
+                            attempt integer DEFAULT NULL)
     RETURNS jobs.job
     LANGUAGE c VOLATILE
     AS 'MODULE_PATHNAME', 'pg_jobs_report';
-COMMENT ON FUNCTION jobs._report_checked(text, jobs.status, jsonb) IS
+COMMENT ON FUNCTION jobs._report_checked(text, jobs.status, jsonb, integer, text, interval) IS
     'Reports a state change of a job, or raises why it cannot happen (internal; the report functions hand it the calls that change nothing).';
-COMMENT ON FUNCTION jobs.report(text, jobs.status, jsonb) IS
-    'Reports that a job moved to status (started, success, failure, revoked) with result, as start(), succeed(), fail() and revoke() do.';
+COMMENT ON FUNCTION jobs.report(text, jobs.status, jsonb, integer) IS
+    'Reports that a job moved to status (started, success, failure, revoked) with result, as start(), succeed(), fail() and revoke() do; with attempt, only for that attempt (PT409 when stale).';
 
-CREATE FUNCTION jobs.start(task_id text) RETURNS jobs.job
+CREATE FUNCTION jobs.start(task_id text, worker text DEFAULT NULL, lease interval DEFAULT NULL)
+    RETURNS jobs.job
     LANGUAGE c VOLATILE
     AS 'MODULE_PATHNAME', 'pg_jobs_start';
-COMMENT ON FUNCTION jobs.start(text) IS
-    'Reports that a job has started (pending -> started). A repeated report changes nothing.';
+COMMENT ON FUNCTION jobs.start(text, text, interval) IS
+    'Reports that a job has started (pending -> started) on runner worker, under a lease renewed by jobs.heartbeat() (without one, nothing recovers the job if the runner dies); returns the job, whose attempts is the fencing token of this run. A repeated start by the same runner changes nothing; by another runner PT409.';
 
-CREATE FUNCTION jobs.succeed(task_id text, result jsonb DEFAULT NULL) RETURNS jobs.job
+CREATE FUNCTION jobs.succeed(task_id text, result jsonb DEFAULT NULL, attempt integer DEFAULT NULL)
+    RETURNS jobs.job
     LANGUAGE c VOLATILE
     AS 'MODULE_PATHNAME', 'pg_jobs_succeed';
-COMMENT ON FUNCTION jobs.succeed(text, jsonb) IS
-    'Reports success with a result. A result with duplicate_of is recorded as a failure; on a failed job it changes nothing.';
+COMMENT ON FUNCTION jobs.succeed(text, jsonb, integer) IS
+    'Reports success with a result (a result with duplicate_of is recorded as a failure); with attempt, only for that attempt (PT409 when stale). A repeat changes nothing; on a job that finished otherwise PT409.';
 
 CREATE FUNCTION jobs.fail(task_id text, error_message text, error_type text DEFAULT NULL,
-                          traceback text DEFAULT NULL) RETURNS jobs.job
+                          traceback text DEFAULT NULL, attempt integer DEFAULT NULL)
+    RETURNS jobs.job
     LANGUAGE plpgsql VOLATILE
     SET search_path = pg_catalog, pg_temp
 AS $fn$
@@ -748,29 +809,34 @@ BEGIN
                         pg_catalog.jsonb_build_object(
                             'error_type', fail.error_type,
                             'error_message', fail.error_message,
-                            'traceback', pg_catalog.left(fail.traceback, 5000)));
+                            'traceback', pg_catalog.left(fail.traceback, 5000)),
+                        fail.attempt);
 END
 $fn$;
-COMMENT ON FUNCTION jobs.fail(text, text, text, text) IS
-    'Reports failure; the result becomes {"error_type","error_message","traceback"} with the traceback cut to 5000 characters.';
+COMMENT ON FUNCTION jobs.fail(text, text, text, text, integer) IS
+    'Reports failure; the result becomes {"error_type","error_message","traceback"} with the traceback cut to 5000 characters; with attempt, only for that attempt (PT409 when stale).';
 
-CREATE FUNCTION jobs.revoke(task_id text) RETURNS jobs.job
+CREATE FUNCTION jobs.revoke(task_id text, reason text DEFAULT NULL, attempt integer DEFAULT NULL)
+    RETURNS jobs.job
     LANGUAGE c VOLATILE
     AS 'MODULE_PATHNAME', 'pg_jobs_revoke';
-COMMENT ON FUNCTION jobs.revoke(text) IS 'Reports that a pending or started job was revoked.';
+COMMENT ON FUNCTION jobs.revoke(text, text, integer) IS
+    'Reports that a pending or started job was revoked; the result becomes {"reason": reason} when a reason is given; with attempt, only for that attempt (PT409 when stale).';
 
 GRANT EXECUTE ON FUNCTION
     jobs.register_task_type(text, regprocedure, text, text, boolean, boolean, integer,
-                            integer, interval, integer, text, jsonb, name),
+                            integer, interval, integer, text, jsonb, name, boolean),
+    jobs.is_tracked(text),
     jobs.enqueue(text, jsonb, text, name, integer, timestamptz, text, bigint[], bigint, text),
     jobs.enqueue_many(text, jsonb, text, name, integer, timestamptz),
-    jobs.report(text, jobs.status, jsonb),
-    jobs.start(text), jobs.succeed(text, jsonb), jobs.fail(text, text, text, text),
-    jobs.revoke(text)
+    jobs.report(text, jobs.status, jsonb, integer),
+    jobs.start(text, text, interval), jobs.succeed(text, jsonb, integer),
+    jobs.fail(text, text, text, text, integer),
+    jobs.revoke(text, text, integer)
     TO PUBLIC;
 -- jobs._report_checked() is granted to nobody: src/report.c calls it through
 -- fmgr, as the caller, when a report changes nothing.
-REVOKE ALL ON FUNCTION jobs._report_checked(text, jobs.status, jsonb) FROM PUBLIC;
+REVOKE ALL ON FUNCTION jobs._report_checked(text, jobs.status, jsonb, integer, text, interval) FROM PUBLIC;
 
 -- 8. Execution engine (workers, claiming, leases, cancel, health) -------
 
@@ -841,14 +907,20 @@ DECLARE
     st jobs.status;
 BEGIN
     PERFORM jobs._lock_job(job_id);
+    -- A job whose cancel was requested (jobs.cancel()) and whose runner is
+    -- gone before it reported ends revoked: it is not run again.
     UPDATE jobs.job j
-       SET status = CASE WHEN j.attempts < j.max_attempts THEN 'pending' ELSE 'failure' END::jobs.status,
-           run_at = CASE WHEN j.attempts < j.max_attempts
+       SET status = CASE WHEN j.cancel_requested IS NOT NULL THEN 'revoked'
+                         WHEN j.attempts < j.max_attempts THEN 'pending'
+                         ELSE 'failure' END::jobs.status,
+           run_at = CASE WHEN j.cancel_requested IS NULL AND j.attempts < j.max_attempts
                          THEN pg_catalog.now() + jobs._retry_delay(j.attempts) ELSE j.run_at END,
            last_error = pg_catalog.jsonb_build_object('error_type', error_type,
                                                       'error_message', message,
                                                       'attempt', j.attempts),
-           result = CASE WHEN j.attempts < j.max_attempts THEN NULL
+           result = CASE WHEN j.cancel_requested IS NOT NULL
+                         THEN pg_catalog.jsonb_build_object('reason', 'cancelled; ' || message)
+                         WHEN j.attempts < j.max_attempts THEN NULL
                          ELSE pg_catalog.jsonb_build_object('error_type', error_type,
                                                             'error_message', message,
                                                             'traceback', NULL) END
@@ -859,7 +931,7 @@ BEGIN
 END
 $fn$;
 COMMENT ON FUNCTION jobs._reconcile(bigint, text, text, text) IS
-    'Requeues or fails a started job whose worker died or whose lease expired (launcher).';
+    'Requeues or fails (revokes, when its cancel was requested) a started job whose worker died or whose lease expired (launcher).';
 
 CREATE FUNCTION jobs.claim(queue text DEFAULT 'default', max_jobs integer DEFAULT 1,
                            worker text DEFAULT NULL, lease interval DEFAULT '5 minutes')
@@ -906,8 +978,8 @@ BEGIN
             SELECT c.id FROM jobs.job c
              WHERE c.status = 'pending' AND c.queue = claim.queue
                AND c.run_at <= pg_catalog.now()
-               AND NOT EXISTS (SELECT 1 FROM jobs.task_type t
-                                WHERE t.name = c.task_type AND t.handler IS NOT NULL)
+               AND EXISTS (SELECT 1 FROM jobs.task_type t
+                            WHERE t.name = c.task_type AND t.claimable AND t.handler IS NULL)
              ORDER BY c.priority, c.id
              LIMIT 1
              FOR UPDATE OF c SKIP LOCKED)
@@ -924,8 +996,8 @@ BEGIN
             SELECT c.id FROM jobs.job c
              WHERE c.status = 'pending' AND c.queue = $1
                AND c.run_at <= pg_catalog.now()
-               AND NOT EXISTS (SELECT 1 FROM jobs.task_type t
-                                WHERE t.name = c.task_type AND t.handler IS NOT NULL)
+               AND EXISTS (SELECT 1 FROM jobs.task_type t
+                            WHERE t.name = c.task_type AND t.claimable AND t.handler IS NULL)
              ORDER BY c.priority, c.id
              LIMIT %s
              FOR UPDATE OF c SKIP LOCKED)
@@ -941,7 +1013,7 @@ BEGIN
 END
 $fn$;
 COMMENT ON FUNCTION jobs.claim(text, integer, text, interval) IS
-    'External workers: claims up to max_jobs due pending jobs of a queue (highest priority first, FIFO within a priority) under a lease; never hands one job to two claimers.';
+    'External workers: claims up to max_jobs due pending jobs of a queue (claimable task types only: no handler, not tracked-only; highest priority first, FIFO within a priority) under a lease; never hands one job to two claimers. Each job''s attempts is the fencing token of this run.';
 
 /*
  * Report the success of one claimed job and claim the next ones, in one
@@ -1002,7 +1074,7 @@ $fn$;
 COMMENT ON FUNCTION jobs.succeed_many(text[], jsonb) IS
     'Reports the success of many started jobs in one statement; returns the jobs it changed (others are skipped: unknown, invisible, not started).';
 
-CREATE FUNCTION jobs.heartbeat(task_id text) RETURNS jobs.job
+CREATE FUNCTION jobs.heartbeat(task_id text, attempt integer DEFAULT NULL) RETURNS jobs.job
     LANGUAGE plpgsql VOLATILE
     SET search_path = pg_catalog, pg_temp
 AS $fn$
@@ -1015,9 +1087,10 @@ BEGIN
     UPDATE jobs.job j
        SET lease_until = pg_catalog.now() + coalesce(j.lease, interval '5 minutes')
      WHERE j.task_id = heartbeat.task_id AND j.status = 'started'
+       AND (heartbeat.attempt IS NULL OR j.attempts = heartbeat.attempt)
     RETURNING j.* INTO r;
     IF FOUND THEN
-        RETURN r;
+        RETURN r;           -- cancel_requested tells the runner to stop
     END IF;
     SELECT j.* INTO r FROM jobs.job j WHERE j.task_id = heartbeat.task_id;
     IF NOT FOUND THEN
@@ -1030,16 +1103,125 @@ BEGIN
             USING ERRCODE = '42501',
                   HINT = 'Only admins and members of the owning role may change a job.';
     END IF;
+    IF heartbeat.attempt IS NOT NULL AND (r.attempts <> heartbeat.attempt OR r.status <> 'started') THEN
+        RAISE EXCEPTION 'stale report on task %: attempt % is not the current attempt', r.task_id, heartbeat.attempt
+            USING ERRCODE = 'PT409',
+                  DETAIL = pg_catalog.format('The job is %s at attempt %s%s.', r.status, r.attempts,
+                                             CASE WHEN r.worker IS NULL THEN ''
+                                                  ELSE pg_catalog.format(' by runner "%s"', r.worker) END),
+                  HINT = 'Its lease expired or it was retried, and another attempt owns it now: stop working on it.';
+    END IF;
     RAISE EXCEPTION 'task % is % and holds no lease', task_id, r.status
         USING ERRCODE = 'PT409',
               HINT = 'Its lease may have expired and the job been requeued: stop working on it.';
 END
 $fn$;
-COMMENT ON FUNCTION jobs.heartbeat(text) IS
-    'Renews the lease of a claimed job by its lease length; PT409 when the job is no longer started, 42501 when the caller may not change it.';
+COMMENT ON FUNCTION jobs.heartbeat(text, integer) IS
+    'Renews the lease of a started job by its lease length and returns it: a non-NULL cancel_requested asks the runner to stop and report. With attempt, only for that attempt. PT409 when the job is no longer started or the attempt is stale, 42501 when the caller may not change it.';
+
+/*
+ * An explicit retry by an external runner: the started job goes back to
+ * pending, due after delay (default: the backoff of jobs._retry_delay()),
+ * with the reason in last_error.  The attempt it used stays counted; the
+ * next start is the next attempt.  Refused (PT409, nothing changed) when
+ * the job has used all its attempts, when its cancel was requested, or when
+ * attempt is stale: the runner then reports the outcome with fail() or
+ * revoke().
+ */
+CREATE FUNCTION jobs.retry(task_id text, reason text DEFAULT NULL, delay interval DEFAULT NULL,
+                           attempt integer DEFAULT NULL) RETURNS jobs.job
+    LANGUAGE plpgsql VOLATILE
+    SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    r jobs.job;
+BEGIN
+    IF task_id IS NULL THEN
+        RAISE EXCEPTION 'task id must not be null' USING ERRCODE = '22004';
+    END IF;
+    IF delay < interval '0' THEN
+        RAISE EXCEPTION 'delay must not be negative' USING ERRCODE = '22023';
+    END IF;
+    PERFORM jobs.lock_jobs(ARRAY[task_id]);
+    UPDATE jobs.job j
+       SET status = 'pending',
+           -- the backoff of jobs._retry_delay(), which is not open to PUBLIC
+           run_at = pg_catalog.now() + coalesce(retry.delay,
+               LEAST(coalesce(pg_catalog.current_setting('pg_jobs.retry_base_delay', true), '1s')::interval
+                     * pg_catalog.power(2, LEAST(GREATEST(j.attempts, 1) - 1, 30)),
+                     interval '1 hour') * (0.75 + 0.5 * pg_catalog.random())),
+           last_error = pg_catalog.jsonb_build_object('error_type', 'Retry',
+                                                      'error_message', retry.reason,
+                                                      'attempt', j.attempts)
+     WHERE j.task_id = retry.task_id AND j.status = 'started'
+       AND j.attempts < j.max_attempts AND j.cancel_requested IS NULL
+       AND (j.worker IS NULL OR j.worker NOT LIKE 'pg_jobs/%')
+       AND (retry.attempt IS NULL OR j.attempts = retry.attempt)
+    RETURNING j.* INTO r;
+    IF FOUND THEN
+        RETURN r;
+    END IF;
+    SELECT j.* INTO r FROM jobs.job j WHERE j.task_id = retry.task_id;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'task % does not exist', task_id
+            USING ERRCODE = 'PT404',
+                  HINT = 'The task id is unknown, or the job belongs to another role.';
+    END IF;
+    IF r.status IN ('pending', 'started') AND NOT jobs.may_act_for(r.owner) THEN
+        RAISE EXCEPTION 'permission denied to retry task %', task_id
+            USING ERRCODE = '42501',
+                  HINT = 'Only admins and members of the owning role may change a job.';
+    END IF;
+    IF retry.attempt IS NOT NULL AND (r.attempts <> retry.attempt OR r.status <> 'started') THEN
+        RAISE EXCEPTION 'stale report on task %: attempt % is not the current attempt', r.task_id, retry.attempt
+            USING ERRCODE = 'PT409',
+                  DETAIL = pg_catalog.format('The job is %s at attempt %s%s.', r.status, r.attempts,
+                                             CASE WHEN r.worker IS NULL THEN ''
+                                                  ELSE pg_catalog.format(' by runner "%s"', r.worker) END),
+                  HINT = 'Its lease expired or it was retried, and another attempt owns it now: stop working on it.';
+    END IF;
+    IF r.status <> 'started' THEN
+        RAISE EXCEPTION 'task % is %, not started', task_id, r.status
+            USING ERRCODE = 'PT409',
+                  HINT = 'Only a started job can be retried.';
+    END IF;
+    IF r.worker LIKE 'pg_jobs/%' THEN
+        RAISE EXCEPTION 'task % is run by an in-database worker', task_id
+            USING ERRCODE = 'PT409',
+                  HINT = 'Its handler retries by raising an error (the task type''s max_attempts).';
+    END IF;
+    IF r.cancel_requested IS NOT NULL THEN
+        RAISE EXCEPTION 'task % cannot be retried: its cancel was requested', task_id
+            USING ERRCODE = 'PT409',
+                  DETAIL = pg_catalog.format('jobs.cancel() asked its runner to stop at %s.', r.cancel_requested),
+                  HINT = 'Report the cancel with jobs.revoke().';
+    END IF;
+    RAISE EXCEPTION 'task % has used all % attempts', task_id, r.max_attempts
+        USING ERRCODE = 'PT409',
+              DETAIL = pg_catalog.format('Attempt %s of %s has run; nothing was changed.', r.attempts, r.max_attempts),
+              HINT = 'Report the outcome with jobs.fail(), or register the task type with a higher max_attempts.';
+END
+$fn$;
+COMMENT ON FUNCTION jobs.retry(text, text, interval, integer) IS
+    'External runners: started -> pending, due after delay (default: exponential backoff), reason recorded in last_error; the used attempt stays counted. PT409 past max_attempts, after a cancel request, when not started or the attempt is stale (nothing changed).';
+
+/*
+ * The LISTEN channel on which the runner named worker hears cancel
+ * requests for its jobs: 'pg_jobs_cancel_' followed by the name, or by its
+ * md5 when the name is longer than 48 bytes (a channel name has at most 63).
+ */
+CREATE FUNCTION jobs.cancel_channel(worker text) RETURNS text
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE STRICT
+    SET search_path = pg_catalog, pg_temp
+    RETURN 'pg_jobs_cancel_' OPERATOR(pg_catalog.||)
+           CASE WHEN pg_catalog.octet_length(worker) OPERATOR(pg_catalog.<=) 48 THEN worker
+                ELSE pg_catalog.md5(worker) END;
+COMMENT ON FUNCTION jobs.cancel_channel(text) IS
+    'LISTEN channel of the runner named worker: pg_jobs_cancel_<worker> (the md5 of the name when longer than 48 bytes). A cancel request notifies it at commit with {"task_id","attempt"}.';
 
 CREATE FUNCTION jobs.progress(task_id text, done bigint, total bigint DEFAULT NULL,
-                              message text DEFAULT NULL) RETURNS jobs.job
+                              message text DEFAULT NULL, attempt integer DEFAULT NULL)
+    RETURNS jobs.job
     LANGUAGE plpgsql VOLATILE
     SET search_path = pg_catalog, pg_temp
 AS $fn$
@@ -1056,6 +1238,8 @@ BEGIN
        SET progress_done = progress.done, progress_total = progress.total,
            progress_message = progress.message
      WHERE j.task_id = progress.task_id AND j.status IN ('pending', 'started')
+       AND (progress.attempt IS NULL
+            OR (j.status = 'started' AND j.attempts = progress.attempt))
     RETURNING j.* INTO r;
     IF FOUND THEN
         RETURN r;
@@ -1071,11 +1255,19 @@ BEGIN
             USING ERRCODE = '42501',
                   HINT = 'Only admins and members of the owning role may change a job.';
     END IF;
+    IF progress.attempt IS NOT NULL AND (r.attempts <> progress.attempt OR r.status <> 'started') THEN
+        RAISE EXCEPTION 'stale report on task %: attempt % is not the current attempt', r.task_id, progress.attempt
+            USING ERRCODE = 'PT409',
+                  DETAIL = pg_catalog.format('The job is %s at attempt %s%s.', r.status, r.attempts,
+                                             CASE WHEN r.worker IS NULL THEN ''
+                                                  ELSE pg_catalog.format(' by runner "%s"', r.worker) END),
+                  HINT = 'Its lease expired or it was retried, and another attempt owns it now: stop working on it.';
+    END IF;
     RAISE EXCEPTION 'task % has finished; its progress cannot change', task_id USING ERRCODE = 'PT409';
 END
 $fn$;
-COMMENT ON FUNCTION jobs.progress(text, bigint, bigint, text) IS
-    'Records how far an unfinished job has got (from a handler or an external worker); PT409 when it has finished, 42501 when the caller may not change it.';
+COMMENT ON FUNCTION jobs.progress(text, bigint, bigint, text, integer) IS
+    'Records how far an unfinished job has got (from a handler or an external worker); with attempt, only for that attempt; PT409 when it has finished or the attempt is stale, 42501 when the caller may not change it.';
 
 CREATE FUNCTION jobs.cancel(task_id text, force boolean DEFAULT false) RETURNS jobs.job
     LANGUAGE plpgsql VOLATILE
@@ -1110,7 +1302,31 @@ BEGIN
         IF r.status = 'started' AND NOT coalesce(force, false) THEN
             RAISE EXCEPTION 'task % is running', task_id
                 USING ERRCODE = 'PT409',
-                      HINT = 'Pass force => true to interrupt it; its work is rolled back.';
+                      HINT = CASE WHEN r.lease_until IS NOT NULL AND r.worker NOT LIKE 'pg_jobs/%'
+                                  THEN 'Pass force => true to ask its runner to stop.'
+                                  ELSE 'Pass force => true to interrupt it; its work is rolled back.' END;
+        END IF;
+        -- A job run outside the database under a lease: ask its runner to
+        -- stop.  The job stays started; the runner's report (revoke, fail
+        -- or succeed) is its outcome, and if the runner is gone the launcher
+        -- revokes it when the lease expires (jobs._reconcile()).
+        IF r.status = 'started' AND r.lease_until IS NOT NULL
+           AND (r.worker IS NULL OR r.worker NOT LIKE 'pg_jobs/%') THEN
+            UPDATE jobs.job j
+               SET cancel_requested = coalesce(j.cancel_requested, pg_catalog.now())
+             WHERE j.id = r.id AND j.status = 'started'
+            RETURNING j.* INTO r;
+            IF NOT FOUND THEN
+                RAISE EXCEPTION 'permission denied to cancel task %', task_id
+                    USING ERRCODE = '42501',
+                          HINT = 'Only admins and members of the owning role may cancel a job.';
+            END IF;
+            IF r.worker IS NOT NULL THEN
+                PERFORM pg_catalog.pg_notify(jobs.cancel_channel(r.worker),
+                                             pg_catalog.jsonb_build_object('task_id', r.task_id,
+                                                                           'attempt', r.attempts)::text);
+            END IF;
+            RETURN r;
         END IF;
         seen := r.status;
         UPDATE jobs.job j
@@ -1131,7 +1347,7 @@ BEGIN
 END
 $fn$;
 COMMENT ON FUNCTION jobs.cancel(text, boolean) IS
-    'Revokes a pending job; with force also a running one, interrupting its handler (work rolled back). PT409 running without force, PT410 finished, PT404 unknown.';
+    'Revokes a pending job; with force also a running one, interrupting its handler (work rolled back). A job started outside the database under a lease is not revoked but marked cancel_requested, and its runner notified on jobs.cancel_channel(worker); its report ends it. PT409 running without force, PT410 finished, PT404 unknown.';
 
 
 -- Only the launcher and workers (superuser) reconcile and compute backoff.
@@ -1143,10 +1359,11 @@ REVOKE ALL ON FUNCTION jobs._retry_delay(integer), jobs._reconcile(bigint, text,
 GRANT EXECUTE ON FUNCTION jobs._worker_slots() TO jobs_admin, jobs_monitor, pg_monitor;
 GRANT EXECUTE ON FUNCTION
     jobs.workers(),
-    jobs.claim(text, integer, text, interval), jobs.heartbeat(text),
+    jobs.claim(text, integer, text, interval), jobs.heartbeat(text, integer),
     jobs.succeed_and_claim(text, jsonb, text, integer, text, interval),
     jobs.succeed_many(text[], jsonb),
-    jobs.progress(text, bigint, bigint, text), jobs.cancel(text, boolean)
+    jobs.progress(text, bigint, bigint, text, integer), jobs.cancel(text, boolean),
+    jobs.retry(text, text, interval, integer), jobs.cancel_channel(text)
     TO PUBLIC;
 
 
@@ -1181,17 +1398,21 @@ GRANT SELECT ON jobs.setting TO PUBLIC;
 GRANT INSERT, UPDATE, DELETE ON jobs.setting TO jobs_admin;
 
 /*
- * Acknowledging finished jobs one can see.  The job_update policy lets
- * non-admins change only jobs of roles they belong to, so a user holding the
- * change permission could not acknowledge a visible unowned job.  This
- * permissive policy adds exactly that: visible, finished rows.  It widens
- * nothing else, because the lifecycle trigger makes finished rows immutable
- * except for "acknowledged", and UPDATE (acknowledged) is granted to nobody
- * but admins unless an admin grants it.
+ * Acknowledging jobs one can see.  The job_update policy lets non-admins
+ * change only jobs of roles they belong to, so a user holding the change
+ * permission could not acknowledge a visible unowned job.  This permissive
+ * policy adds exactly that, for holders of the change permission: visible
+ * rows, finished or in flight (paperless' "dismiss all").  It widens
+ * nothing else: the lifecycle trigger lets a
+ * caller who may not act for a job's owner change "acknowledged" only
+ * (finished rows are immutable but for it anyway), and UPDATE
+ * (acknowledged) is granted to nobody but admins unless an admin grants it.
  */
 CREATE POLICY job_acknowledge ON jobs.job FOR UPDATE
-    USING (status IN ('success', 'failure', 'revoked') AND jobs.visible(owner))
-    WITH CHECK (status IN ('success', 'failure', 'revoked') AND jobs.visible(owner));
+    USING (jobs.visible(owner)
+           AND pg_catalog.has_column_privilege('jobs.job'::pg_catalog.regclass,
+                                               'acknowledged'::pg_catalog.text, 'UPDATE'::pg_catalog.text))
+    WITH CHECK (jobs.visible(owner));
 
 -- Document id in a JSON value: a non-negative integer, as number or string.
 CREATE FUNCTION jobs.document_id(value jsonb) RETURNS bigint
@@ -1837,6 +2058,7 @@ CREATE TYPE jobs.task_summary AS (
     pending_count           bigint,
     success_count           bigint,
     failure_count           bigint,
+    revoked_count           bigint,
     avg_duration_seconds    double precision,
     avg_wait_time_seconds   double precision,
     last_run                timestamptz,
@@ -2212,6 +2434,7 @@ BEGIN
                pg_catalog.count(*) FILTER (WHERE w.status IN ('pending', 'started')) AS in_flight,
                pg_catalog.count(*) FILTER (WHERE w.status = 'success') AS success,
                pg_catalog.count(*) FILTER (WHERE w.status = 'failure') AS failure,
+               pg_catalog.count(*) FILTER (WHERE w.status = 'revoked') AS revoked,
                pg_catalog.sum(pg_catalog.date_part('epoch', w.date_done - w.date_started)) AS dur_sum,
                pg_catalog.count(w.date_done - w.date_started) AS dur_n,
                pg_catalog.sum(pg_catalog.date_part('epoch', w.date_started - w.date_created)) AS wait_sum,
@@ -2227,6 +2450,7 @@ BEGIN
                0,
                coalesce(pg_catalog.sum(r.jobs) FILTER (WHERE r.status = 'success'), 0)::bigint,
                coalesce(pg_catalog.sum(r.jobs) FILTER (WHERE r.status = 'failure'), 0)::bigint,
+               coalesce(pg_catalog.sum(r.jobs) FILTER (WHERE r.status = 'revoked'), 0)::bigint,
                pg_catalog.sum(r.duration_sum),
                pg_catalog.sum(r.duration_count)::bigint,
                pg_catalog.sum(r.wait_sum),
@@ -2243,6 +2467,7 @@ BEGIN
            pg_catalog.sum(p.in_flight)::bigint,
            pg_catalog.sum(p.success)::bigint,
            pg_catalog.sum(p.failure)::bigint,
+           pg_catalog.sum(p.revoked)::bigint,
            pg_catalog.sum(p.dur_sum) / NULLIF(pg_catalog.sum(p.dur_n)::double precision, 0),
            pg_catalog.sum(p.wait_sum) / NULLIF(pg_catalog.sum(p.wait_n)::double precision, 0),
            pg_catalog.max(p.last_run),
@@ -2259,7 +2484,7 @@ BEGIN
 END
 $fn$;
 COMMENT ON FUNCTION jobs.summary(integer) IS
-    'Per task type: total, pending (incl. started), success and failure counts, average duration and wait, last run, success and failure, over the jobs created in the last days days (1 to 365). Global for monitors (jobs_monitor, pg_monitor, admins), else over the jobs the caller can see.';
+    'Per task type: total, pending (incl. started), success, failure and revoked counts, average duration and wait, last run, success and failure, over the jobs created in the last days days (1 to 365). Global for monitors (jobs_monitor, pg_monitor, admins), else over the jobs the caller can see.';
 
 -- Global statistics: run as the extension owner, so RLS does not narrow them.
 CREATE FUNCTION jobs._summary_global(days integer) RETURNS SETOF jobs.task_summary

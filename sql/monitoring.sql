@@ -370,7 +370,7 @@ SELECT count(*) AS acknowledged FROM jobs.job WHERE acknowledged;
 -- her own job and a visible unowned finished one (s1)
 SELECT jobs.acknowledge(ARRAY(SELECT id FROM jobs.job WHERE task_id IN ('c1', 's1')));
 SELECT jobs.acknowledge(ARRAY(SELECT id FROM jobs.job WHERE task_id IN ('c1', 's1')));   -- already: 0
--- all: every visible unacknowledged job (an unowned in-flight job stays for admins)
+-- all: every visible unacknowledged job, unowned in-flight ones too (paperless' dismiss all)
 SELECT jobs.acknowledge("all" => true);
 SELECT task_id, acknowledged FROM jobs.job ORDER BY id;
 SELECT ids(jobs.tasks(acknowledged => false));
@@ -380,7 +380,7 @@ SELECT task_id, owner FROM jobs.job WHERE NOT acknowledged AND owner IS DISTINCT
 SET ROLE mon_bob;
 SELECT try($$UPDATE jobs.job SET acknowledged = true$$);
 RESET ROLE;
--- the new policy lets nothing but acknowledged change on a finished unowned job
+-- the policy lets nothing but acknowledged change on a visible unowned job, finished or in flight
 SET ROLE mon_alice;
 SELECT try($$UPDATE jobs.job SET status = 'pending' WHERE task_id = 's1'$$);
 SELECT try($$UPDATE jobs.job SET result = '{"forged": true}' WHERE task_id = 's1'$$);

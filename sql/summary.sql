@@ -41,6 +41,7 @@ LANGUAGE sql STABLE AS $$
     )
     SELECT w.task_type, count(*), count(*) FILTER (WHERE w.status IN ('pending', 'started')),
            count(*) FILTER (WHERE w.status = 'success'), count(*) FILTER (WHERE w.status = 'failure'),
+           count(*) FILTER (WHERE w.status = 'revoked'),
            avg(date_part('epoch', w.date_done - w.date_started)),
            avg(date_part('epoch', w.date_started - w.date_created)),
            max(w.date_started), max(w.date_done) FILTER (WHERE w.status = 'success'),
@@ -69,10 +70,10 @@ LANGUAGE sql STABLE AS $$
     SELECT count(*)
     FROM n FULL JOIN o ON o.task_type = n.task_type
     WHERE n.task_type IS NULL OR o.task_type IS NULL
-       OR (n.total_count, n.pending_count, n.success_count, n.failure_count,
+       OR (n.total_count, n.pending_count, n.success_count, n.failure_count, n.revoked_count,
            n.last_run, n.last_success, n.last_failure)
           IS DISTINCT FROM
-          (o.total_count, o.pending_count, o.success_count, o.failure_count,
+          (o.total_count, o.pending_count, o.success_count, o.failure_count, o.revoked_count,
            o.last_run, o.last_success, o.last_failure)
        OR NOT near(n.avg_duration_seconds, o.avg_duration_seconds)
        OR NOT near(n.avg_wait_time_seconds, o.avg_wait_time_seconds)
@@ -188,7 +189,7 @@ SELECT count(*) > 0 AS some, count(DISTINCT created_day) > count(DISTINCT day) A
 FROM jobs.job_daily WHERE task_type IN ('sum_a', 'sum_b');
 SELECT * FROM check_everyone();
 -- not trivially equal: everything of ours is in the 365-day window
-SELECT task_type, total_count, pending_count, success_count, failure_count
+SELECT task_type, total_count, pending_count, success_count, failure_count, revoked_count
 FROM jobs.summary(365) WHERE task_type LIKE 'sum\_%' ORDER BY 1;
 -- and they were used: the 30-day window reads the rolled-up days from totals
 SELECT count(*) > 0 AS used FROM jobs.job_daily r

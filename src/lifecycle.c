@@ -31,6 +31,13 @@
  *	- finished rows are immutable except for "acknowledged";
  *	- id, task_id, task_type, date_created, depends_on and parent_id never
  *	  change;
+ *	- a caller who may not act for the owner of an in-flight job (it got
+ *	  past row-level security through the job_acknowledge policy: a holder
+ *	  of the change permission acknowledging a visible job) may change
+ *	  "acknowledged" only (42501);
+ *	- run_at changes, for a caller who is not an admin, only when a started
+ *	  job goes back to pending (jobs.retry()): a waiting job's far-future
+ *	  run_at is what holds it back for its dependencies (42501);
  *	- stamps date_started and date_done, counts attempts, and records a
  *	  success whose result has "duplicate_of" as a failure.
  *
@@ -225,7 +232,7 @@ PgJobsNoteHandlerStart(int64 job_id, TimestampTz at)
 static SPIPlanPtr type_plan = NULL;
 static SPIPlanPtr source_plan = NULL;
 static SPIPlanPtr pending_plan = NULL;
-static SPIPlanPtr done_task_id_plan = NULL;
+static SPIPlanPtr task_id_plan = NULL;
 static SPIPlanPtr dedup_plan = NULL;
 
 const char *
@@ -806,23 +813,31 @@ count_pending(const char *task_type, const char *owner, int32 limit)
 	return (int64) SPI_processed;
 }
 
-static bool
-finished_task_id_exists(Datum task_id)
+/*
+ * The status of the job that has task_id, or NULL.  For a clear message
+ * naming the task id: the unique index on job_hot is what keeps in-flight
+ * task ids unique under concurrency.
+ */
+static char *
+task_id_status(Datum task_id)
 {
 	Oid			argtypes[1] = {TEXTOID};
 	Datum		args[1];
 	int			ret;
 
-	PgJobsPreparePlan(&done_task_id_plan,
-				 "SELECT 1 FROM jobs.job_done "
+	PgJobsPreparePlan(&task_id_plan,
+				 "SELECT status::pg_catalog.text FROM jobs.job "
 				 "WHERE task_id OPERATOR(pg_catalog.=) $1 LIMIT 1",
 				 1, argtypes);
 	args[0] = task_id;
-	ret = SPI_execute_plan(done_task_id_plan, args, NULL, false, 1);
+	ret = SPI_execute_plan(task_id_plan, args, NULL, false, 1);
 	if (ret != SPI_OK_SELECT)
 		elog(ERROR, "pg_jobs: task id lookup failed: %s",
 			 SPI_result_code_string(ret));
-	return SPI_processed > 0;
+	/* allocated in SPI's context: valid until SPI_finish() */
+	if (SPI_processed == 0)
+		return NULL;
+	return SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
 }
 
 /*
@@ -1091,13 +1106,17 @@ pg_jobs_job_before_insert(PG_FUNCTION_ARGS)
 
 	if (own_task_id)
 	{
+		char	   *st;
+
 		d = heap_getattr(tup, a->task_id, tupdesc, &isnull);
 		registry_connect(&connected, relowner, &ra);
-		if (finished_task_id_exists(d))
+		st = task_id_status(d);
+		if (st != NULL)
 			ereport(ERROR,
 					(errcode(ERRCODE_UNIQUE_VIOLATION),
 					 errmsg("task id \"%s\" already exists", TextDatumGetCString(d)),
-					 errdetail("A finished job has this task id.")));
+					 errdetail("A %s job has this task id.", st),
+					 errhint("A runner retrying a started job reports jobs.retry() instead of enqueueing it again.")));
 	}
 
 	if (connected)
@@ -1302,6 +1321,35 @@ pg_jobs_job_before_update(PG_FUNCTION_ARGS)
 				 errmsg("the depends_on and parent_id of task %s cannot be changed",
 						task_id),
 				 errhint("Dependencies are fixed at enqueue; enqueue a new job instead.")));
+
+	{
+		Datum		od = heap_getattr(oldtup, a->owner, tupdesc, &isnull);
+
+		if (!PgJobsMayActFor(GetUserId(), isnull ? NULL : NameStr(*DatumGetName(od))))
+		{
+			for (int attnum = 1; attnum <= tupdesc->natts; attnum++)
+			{
+				if (attnum == a->acknowledged ||
+					TupleDescAttr(tupdesc, attnum - 1)->attisdropped ||
+					same_attr(oldtup, newtup, tupdesc, attnum))
+					continue;
+				ereport(ERROR,
+						(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+						 errmsg("permission denied to change task %s", task_id),
+						 errdetail("Column \"%s\" may change only by admins and members of the owning role; others may only acknowledge the job.",
+								   NameStr(TupleDescAttr(tupdesc, attnum - 1)->attname))));
+			}
+		}
+	}
+
+	if (!same_attr(oldtup, newtup, tupdesc, a->run_at) &&
+		!(from == JOB_STARTED && to == JOB_PENDING) &&
+		!PgJobsIsAdmin(GetUserId()))
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("permission denied to change the run_at of task %s", task_id),
+				 errdetail("Only a retry (started to pending) sets a new run_at."),
+				 errhint("Use jobs.retry() for a started job, or enqueue a new job with run_at.")));
 
 	if (!same_attr(oldtup, newtup, tupdesc, a->owner))
 	{

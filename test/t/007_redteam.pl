@@ -42,7 +42,7 @@ $node->safe_psql('postgres', q{
 	CREATE FUNCTION public.quick(job jobs.job) RETURNS jsonb LANGUAGE sql AS $$ SELECT '{}'::jsonb $$;
 	SELECT jobs.register_task_type('stubborn', 'public.stubborn(jobs.job)', max_attempts => 3);
 	SELECT jobs.register_task_type('quick', 'public.quick(jobs.job)');
-	SELECT jobs.register_task_type('leased');
+	SELECT jobs.register_task_type('leased', queue => 'default');
 	CREATE FUNCTION public.failing(job jobs.job) RETURNS jsonb LANGUAGE plpgsql AS $$
 	BEGIN
 		RAISE EXCEPTION 'this handler fails';
