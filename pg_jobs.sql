@@ -760,6 +760,9 @@ BEGIN
     IF r.status = p_status THEN
         RETURN r;           -- a repeated report: the first one stands
     END IF;
+    IF r.status = 'failure' AND p_status = 'success' THEN
+        RETURN r;           -- the failure path owns failures: a late success changes nothing
+    END IF;
     RAISE EXCEPTION 'task % cannot go from % to %', p_task_id, r.status, p_status
         USING ERRCODE = 'PT409',
               DETAIL = pg_catalog.format('The job finished as %s at %s.', r.status, r.date_done);

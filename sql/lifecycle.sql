@@ -114,11 +114,11 @@ SELECT status FROM jobs.succeed('dup3', '{"meta": {"duplicate_of": 1}}');
 SELECT make_job('dup4', 'started');
 SELECT status, result FROM jobs.succeed('dup4', '[1,2]');
 
--- The failure path owns failures: a late success changes nothing; the report
--- says so (PT409), a plain UPDATE is skipped silently.  A repeated fail
--- returns the job as it is (the first report stands).
+-- The failure path owns failures: a late success changes nothing and raises
+-- nothing (the API contract), a plain UPDATE is skipped silently.  A repeated
+-- fail returns the job as it is (the first report stands).
 SELECT make_job('late', 'failure');
-SELECT try($$SELECT jobs.succeed('late', '{"document_id": 1}')$$);
+SELECT status, result->>'error_message' AS msg FROM jobs.succeed('late', '{"document_id": 1}');
 UPDATE jobs.job SET status = 'success' WHERE task_id = 'late';
 SELECT status, result->>'error_message' AS msg FROM jobs.job WHERE task_id = 'late';
 -- other reports on finished jobs raise PT409; a repeated fail returns the job unchanged
