@@ -31,18 +31,18 @@ $$;
 -- with its owner's rights.
 SELECT p.oid::regprocedure AS function, p.prosecdef AS definer, executable_by(p.oid)
 FROM pg_proc p WHERE p.pronamespace = 'jobs'::regnamespace
-ORDER BY p.proname COLLATE "C", 1::text;
+ORDER BY p.proname COLLATE "C", p.oid::regprocedure::text COLLATE "C";
 
 -- Internal functions executable by PUBLIC: none.
 SELECT p.oid::regprocedure AS internal_and_public
 FROM pg_proc p WHERE p.pronamespace = 'jobs'::regnamespace AND p.proname LIKE '\_%'
   AND has_function_privilege('public', p.oid, 'EXECUTE')
-ORDER BY 1::text;
+ORDER BY p.oid::regprocedure::text COLLATE "C";
 
 -- SECURITY DEFINER functions and who may execute them.
 SELECT p.oid::regprocedure AS definer_function, executable_by(p.oid)
 FROM pg_proc p WHERE p.pronamespace = 'jobs'::regnamespace AND p.prosecdef
-ORDER BY 1::text;
+ORDER BY p.oid::regprocedure::text COLLATE "C";
 
 -- SECURITY DEFINER, SQL and PL/pgSQL functions without a pinned search_path
 -- (none).  C functions name everything schema-qualified instead.
@@ -51,7 +51,7 @@ FROM pg_proc p JOIN pg_language l ON l.oid = p.prolang
 WHERE p.pronamespace = 'jobs'::regnamespace
   AND (p.prosecdef OR l.lanname IN ('sql', 'plpgsql'))
   AND NOT coalesce(p.proconfig @> ARRAY['search_path=pg_catalog, pg_temp'], false)
-ORDER BY 1::text;
+ORDER BY p.oid::regprocedure::text COLLATE "C";
 
 -- Attacks, as ordinary roles ---------------------------------------------
 CREATE ROLE audit_user NOLOGIN;

@@ -177,6 +177,9 @@ BEGIN
     IF job.input ? 'train' THEN
         RETURN '{}';
     ELSIF job.input ? 'sleep' THEN
+        -- held until the test releases it: F stays waiting in the batch
+        -- however slow the machine (valgrind)
+        PERFORM pg_advisory_xact_lock_shared(4711);
         PERFORM pg_sleep(0.1);
         RETURN '{}';
     END IF;
@@ -187,7 +190,9 @@ BEGIN
 END $$;
 SELECT name FROM jobs.register_task_type('sb_forever', 'public.sb_forever(jobs.job)');
 -- quick runs of the type first (the worker then expects it to be short, and
--- its batch size grows), then ten sleepers and F in one claimed batch
+-- its batch size grows), then ten sleepers and F in one claimed batch; the
+-- sleepers wait for this session's advisory lock
+SELECT pg_advisory_lock(4711);
 BEGIN;
 SELECT count(*) FROM jobs.enqueue_many('sb_forever', (SELECT jsonb_agg(jsonb_build_object('train', i)) FROM generate_series(1, 31) i),
                                        owner => 'sb_alice');
@@ -199,11 +204,12 @@ SELECT count(*) FROM jobs.enqueue_many('sb_count', (SELECT jsonb_agg(jsonb_build
 COMMIT;
 -- F is claimed (started) while the sleepers before it run
 SELECT wait_for(format($$(SELECT status = 'started' FROM jobs.job WHERE task_id = %L)$$, :'f')) AS f_claimed;
-SELECT (SELECT count(*) FROM jobs.job WHERE input ? 'sleep' AND status = 'success') < 10 AS sleepers_still_running;
+SELECT (SELECT count(*) FROM jobs.job WHERE input ? 'sleep' AND status = 'success') = 0 AS sleepers_still_waiting;
 -- claimed but not started: reserved, no date_started yet
 SELECT status, worker IS NOT NULL AS claimed, date_started IS NULL AS not_started_yet
 FROM jobs.job WHERE task_id = :'f';
 SELECT status FROM jobs.cancel(:'f', force => true);
+SELECT pg_advisory_unlock(4711);
 SELECT wait_for($$(SELECT count(*) = 0 FROM jobs.job WHERE task_type IN ('sb_forever', 'sb_count') AND status IN ('pending', 'started'))$$)
        AS nothing_waits_behind_it;
 SELECT status FROM jobs.job WHERE task_id = :'f';
