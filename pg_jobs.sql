@@ -3105,11 +3105,47 @@ COMMENT ON FUNCTION jobs.apply_retention(integer) IS
 REVOKE ALL ON FUNCTION jobs.apply_retention(integer), jobs._retention(text) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION jobs.apply_retention(integer) TO jobs_admin;
 
+/*
+ * Whether pg_jobs' own workers run the jobs of this database.  Without
+ * shared_preload_libraries the SQL API works but no worker runs handlers;
+ * jobs.engine() (in jobs.health()) says so, and so do warnings when the
+ * extension is created and when a handler is registered where no worker
+ * will run it.
+ */
+CREATE FUNCTION jobs.engine() RETURNS jsonb
+    LANGUAGE c VOLATILE
+    AS 'MODULE_PATHNAME', 'pg_jobs_engine';
+COMMENT ON FUNCTION jobs.engine() IS
+    'Whether pg_jobs workers run the jobs of this database: {"preloaded","serves_this_database","databases","workers","reason","hint"}; reason and hint say why not and what to do.';
+-- Settings and database names, which everyone may read anyway.
+GRANT EXECUTE ON FUNCTION jobs.engine() TO PUBLIC;
+
+CREATE FUNCTION jobs._installed() RETURNS void
+    LANGUAGE c VOLATILE
+    AS 'MODULE_PATHNAME', 'pg_jobs_installed';
+COMMENT ON FUNCTION jobs._installed() IS
+    'Called once by CREATE EXTENSION: warns when no worker will run this database''s jobs (internal).';
+REVOKE ALL ON FUNCTION jobs._installed() FROM PUBLIC;
+SELECT jobs._installed();
+
+CREATE FUNCTION jobs._handler_registered() RETURNS trigger
+    LANGUAGE c
+    AS 'MODULE_PATHNAME', 'pg_jobs_handler_registered';
+COMMENT ON FUNCTION jobs._handler_registered() IS
+    'Trigger of jobs.task_type: warns when a handler is registered where no worker will run it (internal).';
+REVOKE ALL ON FUNCTION jobs._handler_registered() FROM PUBLIC;
+CREATE TRIGGER handler_registered AFTER INSERT OR UPDATE OF handler ON jobs.task_type
+    FOR EACH ROW WHEN (NEW.handler IS NOT NULL)
+    EXECUTE FUNCTION jobs._handler_registered();
+COMMENT ON TRIGGER handler_registered ON jobs.task_type IS
+    'Warns when a handler is registered in a database whose jobs no pg_jobs worker runs.';
+
 CREATE FUNCTION jobs.health() RETURNS jsonb
     LANGUAGE sql STABLE
     SET search_path = pg_catalog, pg_temp
 BEGIN ATOMIC
     SELECT pg_catalog.jsonb_build_object(
+        'engine', jobs.engine(),
         'workers', (SELECT coalesce(pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object(
                         'slot', w.slot, 'pid', w.pid, 'state', w.state,
                         'task_id', w.task_id, 'since', w.since) ORDER BY w.slot), '[]')
@@ -3134,7 +3170,7 @@ BEGIN ATOMIC
                            WHERE m.name = 'retention'));
 END;
 COMMENT ON FUNCTION jobs.health() IS
-    'Workers (pid, state, current task when the caller can see it, since), pending/started counts per queue, oldest pending age, running task ids, and the last retention run, over the jobs the caller can see.';
+    'Whether workers run this database''s jobs and why not (jobs.engine()), workers (pid, state, current task when the caller can see it, since), pending/started counts per queue, oldest pending age, running task ids, and the last retention run, over the jobs the caller can see.';
 -- Counts, pids and task ids the caller may see anyway: everyone may call it.
 GRANT EXECUTE ON FUNCTION jobs.health() TO PUBLIC;
 

@@ -6,8 +6,13 @@
  * _PG_init defines the settings and, when the library is preloaded
  * (shared_preload_libraries), requests the shared state and registers the
  * launcher, which starts and supervises the workers.  Without preloading the
- * SQL API (tracking, monitoring, external claiming) works, but nothing runs
- * in-database handlers.
+ * SQL API (tracking, monitoring, external claiming, logs, retention by hand)
+ * works, but nothing runs in-database handlers: the library is then loaded
+ * by a backend after startup, where postmaster-level settings cannot be
+ * defined and shared memory cannot be requested, so _PG_init defines only
+ * what may be defined then, and jobs.engine() (and the warnings at
+ * CREATE EXTENSION and at registering a handler) say that workers need the
+ * library preloaded.
  *
  * IDENTIFICATION
  *	  src/pg_jobs.c
@@ -63,12 +68,20 @@ pg_jobs_shmem_startup(void)
 void
 _PG_init(void)
 {
+	/*
+	 * A postmaster-level setting can be defined only while preloading; a
+	 * backend that loads the library later (CREATE EXTENSION on a server
+	 * without shared_preload_libraries) defines it as a placeholder that a
+	 * reload may change, so that the library loads and the SQL API works.
+	 * Nothing reads it there but jobs.engine(), which reports the value.
+	 */
 	DefineCustomStringVariable("pg_jobs.database",
 							   "Database whose jobs the pg_jobs workers run.",
 							   NULL,
 							   &pg_jobs_database,
 							   "postgres",
-							   PGC_POSTMASTER,
+							   process_shared_preload_libraries_in_progress ?
+							   PGC_POSTMASTER : PGC_SIGHUP,
 							   0,
 							   NULL, NULL, NULL);
 	DefineCustomIntVariable("pg_jobs.workers",

@@ -66,6 +66,7 @@
 
 #include "access/htup_details.h"
 #include "access/xact.h"
+#include "commands/dbcommands.h"
 #include "catalog/pg_type.h"
 #include "commands/trigger.h"
 #include "executor/spi.h"
@@ -76,6 +77,9 @@
 #include "storage/ipc.h"
 #include "storage/shmem.h"
 #include "utils/builtins.h"
+#include "utils/json.h"
+#include "utils/jsonb.h"
+#include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/rel.h"
 #include "utils/timestamp.h"
@@ -99,6 +103,9 @@ static bool xact_callback_registered = false;
 PG_FUNCTION_INFO_V1(pg_jobs_worker_slots);
 PG_FUNCTION_INFO_V1(pg_jobs_worker_list);
 PG_FUNCTION_INFO_V1(pg_jobs_job_revoked);
+PG_FUNCTION_INFO_V1(pg_jobs_engine);
+PG_FUNCTION_INFO_V1(pg_jobs_installed);
+PG_FUNCTION_INFO_V1(pg_jobs_handler_registered);
 
 /*
  * PgJobsShmemInit
@@ -525,5 +532,109 @@ pg_jobs_job_revoked(PG_FUNCTION_ARGS)
 	id = heap_getattr(td->tg_trigtuple, attnum, desc, &isnull);
 	if (!isnull)
 		PgJobsInterruptAtCommit(DatumGetInt64(id));
+	return PointerGetDatum(NULL);
+}
+
+/*
+ * not_served
+ *		Why no pg_jobs worker runs the jobs of the current database, with a
+ *		hint at the remedy; NULL when they do.  Caller is in a transaction.
+ */
+static const char *
+not_served(const char **hint)
+{
+	char	   *dbname = get_database_name(MyDatabaseId);
+
+	*hint = NULL;
+	if (PgJobsState == NULL)
+	{
+		*hint = "Add pg_jobs to shared_preload_libraries and restart the server; until then only external workers (jobs.claim) run jobs.";
+		return "pg_jobs is not in shared_preload_libraries";
+	}
+	if (dbname == NULL || strcmp(pg_jobs_database, dbname) != 0)
+	{
+		*hint = psprintf("Set pg_jobs.database to \"%s\" and restart the server.", dbname ? dbname : "");
+		return psprintf("the workers serve database \"%s\" (pg_jobs.database)", pg_jobs_database);
+	}
+	return NULL;
+}
+
+/*
+ * pg_jobs_engine
+ *		SQL: jobs.engine() -> jsonb: whether pg_jobs workers run the jobs of
+ *		this database, which databases they serve, and if not why and what
+ *		to do.  For everyone: jobs.health() includes it.
+ */
+Datum
+pg_jobs_engine(PG_FUNCTION_ARGS)
+{
+	StringInfoData buf;
+	const char *hint;
+	const char *reason = not_served(&hint);
+
+	initStringInfo(&buf);
+	appendStringInfo(&buf, "{\"preloaded\": %s, \"serves_this_database\": %s, \"databases\": [",
+					 PgJobsState != NULL ? "true" : "false",
+					 reason == NULL ? "true" : "false");
+	if (PgJobsState != NULL)
+		escape_json(&buf, pg_jobs_database);
+	appendStringInfo(&buf, "], \"workers\": %d, \"reason\": ",
+					 reason == NULL ? pg_jobs_workers : 0);
+	if (reason)
+		escape_json(&buf, reason);
+	else
+		appendStringInfoString(&buf, "null");
+	appendStringInfoString(&buf, ", \"hint\": ");
+	if (hint)
+		escape_json(&buf, hint);
+	else
+		appendStringInfoString(&buf, "null");
+	appendStringInfoChar(&buf, '}');
+	PG_RETURN_DATUM(DirectFunctionCall1(jsonb_in, CStringGetDatum(buf.data)));
+}
+
+/* WARNING that handlers will not run in this database, if they will not */
+static void
+warn_not_served(void)
+{
+	const char *hint;
+	const char *reason = not_served(&hint);
+
+	if (reason == NULL)
+		return;
+	ereport(WARNING,
+			(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+			 errmsg("no pg_jobs worker runs the jobs of database \"%s\"",
+					get_database_name(MyDatabaseId)),
+			 errdetail("Jobs whose task type has a handler stay pending here: %s.", reason),
+			 errhint("%s", hint)));
+}
+
+/*
+ * pg_jobs_installed
+ *		SQL: jobs._installed(), called once by the install script: warns
+ *		when no worker will serve this database.
+ */
+Datum
+pg_jobs_installed(PG_FUNCTION_ARGS)
+{
+	warn_not_served();
+	PG_RETURN_VOID();
+}
+
+/*
+ * pg_jobs_handler_registered
+ *		Trigger handler_registered on jobs.task_type: AFTER INSERT OR UPDATE
+ *		OF handler FOR EACH ROW WHEN a handler is set.  Warns when no worker
+ *		will run the task type's jobs in this database.
+ */
+Datum
+pg_jobs_handler_registered(PG_FUNCTION_ARGS)
+{
+	if (!CALLED_AS_TRIGGER(fcinfo))
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("pg_jobs_handler_registered must be fired as a trigger")));
+	warn_not_served();
 	return PointerGetDatum(NULL);
 }
