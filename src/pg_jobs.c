@@ -76,17 +76,17 @@ _PG_init(void)
 	 * Nothing reads it there but jobs.engine(), which reports the value.
 	 */
 	DefineCustomStringVariable("pg_jobs.database",
-							   "Database whose jobs the pg_jobs workers run.",
+							   "Only database whose jobs the pg_jobs workers run; empty for every database that has pg_jobs.",
 							   NULL,
 							   &pg_jobs_database,
-							   "postgres",
+							   "",
 							   process_shared_preload_libraries_in_progress ?
 							   PGC_POSTMASTER : PGC_SIGHUP,
 							   0,
 							   NULL, NULL, NULL);
 	DefineCustomIntVariable("pg_jobs.workers",
-							"Number of background workers that run job handlers.",
-							"0 disables in-database execution.",
+							"Number of background workers that run job handlers, shared by the databases that have pg_jobs.",
+							"Each database gets an even share, at least one; 0 disables in-database execution.",
 							&pg_jobs_workers,
 							2, 0, PGJOBS_MAX_WORKERS,
 							PGC_SIGHUP,
@@ -119,7 +119,7 @@ _PG_init(void)
 							GUC_UNIT_MS,
 							NULL, NULL, NULL);
 	DefineCustomIntVariable("pg_jobs.maintenance_interval",
-							"How often the launcher reconciles abandoned jobs and expired leases.",
+							"How often each database's maintenance worker reconciles abandoned jobs and expired leases.",
 							NULL,
 							&pg_jobs_maintenance_interval,
 							1000, 10, 3600 * 1000,

@@ -116,7 +116,32 @@ typedef struct PgJobsWorkerSlot
 	int64		job_id;			/* job being run, 0 if none */
 	TimestampTz since;			/* when the current state began */
 	int64		cancel_job_id;	/* a forced cancel asks to interrupt this job */
+	Oid			dboid;			/* database of the worker in the slot */
+	Oid			assigned;		/* database the launcher gives the slot to,
+								 * InvalidOid for none */
 } PgJobsWorkerSlot;
+
+/* the databases the launcher serves, one maintenance worker each */
+#define PGJOBS_MAX_DATABASES		64
+#define PGJOBS_CHECK_REQUESTS		16
+
+typedef enum DatabaseState
+{
+	DATABASE_FREE = 0,			/* entry unused */
+	DATABASE_CHECKING,			/* maintenance worker starting: is pg_jobs there? */
+	DATABASE_SERVED,			/* pg_jobs is installed: maintained, given workers */
+	DATABASE_ABSENT				/* pg_jobs is not installed (entry about to be freed) */
+} DatabaseState;
+
+typedef struct PgJobsDatabase
+{
+	Oid			dboid;			/* InvalidOid when the entry is free */
+	DatabaseState state;
+	pid_t		pid;			/* its maintenance worker, 0 if none */
+	Latch	   *latch;
+	int			workers;		/* worker slots the launcher gives it */
+	pg_atomic_uint64 claimed;	/* pending -> started moves while served */
+} PgJobsDatabase;
 
 #define PGJOBS_CANCEL_RING			64
 
@@ -125,9 +150,6 @@ typedef struct PgJobsShared
 	uint64		boot_id;		/* random, new at every (re)initialisation */
 	pid_t		launcher_pid;
 	Latch	   *launcher_latch;
-	TimestampTz last_maintenance;
-	pg_atomic_uint64 claimed;	/* pending -> started moves since start */
-	TimestampTz last_hot_vacuum;	/* 0 if none yet */
 	/*
 	 * Forced cancels committed since start, and the job ids of the last
 	 * PGJOBS_CANCEL_RING of them (written under PgJobsLock): a worker checks
@@ -135,7 +157,13 @@ typedef struct PgJobsShared
 	 */
 	pg_atomic_uint64 cancels;
 	int64		cancel_ring[PGJOBS_CANCEL_RING];
+	Oid			cancel_ring_db[PGJOBS_CANCEL_RING];	/* database of each */
 	PgJobsWorkerSlot slots[PGJOBS_MAX_WORKERS];
+	PgJobsDatabase databases[PGJOBS_MAX_DATABASES];
+	/* databases a backend asks the launcher to look at (under PgJobsLock) */
+	Oid			check_requests[PGJOBS_CHECK_REQUESTS];
+	int			ncheck_requests;
+	bool		check_all;		/* more requests came than the array holds */
 } PgJobsShared;
 
 extern PgJobsShared *PgJobsState;
@@ -148,10 +176,17 @@ extern void PgJobsInterruptAtCommit(int64 job_id);
 extern bool PgJobsCancelledSince(uint64 seen, int64 job_id, bool *known);
 extern char *PgJobsWorkerIdentity(int slot, uint32 generation);
 extern bool PgJobsWorkerIdentityAlive(const char *identity);
+extern PgJobsDatabase *PgJobsFindDatabase(Oid dboid);
+extern bool PgJobsWorkerWanted(int slotno);
+extern void PgJobsRequestCheck(Oid dboid);
+extern void PgJobsRequestCheckAtCommit(void);
 
 /* launcher.c, worker.c */
 extern void PgJobsRegisterLauncher(void);
 extern PGDLLEXPORT void PgJobsLauncherMain(Datum main_arg);
+extern PGDLLEXPORT void PgJobsMaintenanceMain(Datum main_arg);
+extern void PgJobsWorkerConnect(void);
+extern char *PgJobsDatabaseName;
 extern PGDLLEXPORT void PgJobsWorkerMain(Datum main_arg);
 /* directory of the workers' started files (worker.c), in the data directory */
 #define PGJOBS_STARTED_DIR			"pg_jobs"

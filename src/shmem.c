@@ -8,9 +8,21 @@
  * backend that loaded the library later PgJobsState is NULL and every
  * function here quietly does nothing.
  *
+ * Databases: the launcher (launcher.c) serves every database that has
+ * pg_jobs.  Each has an entry in databases[] (its maintenance worker, its
+ * share of pg_jobs.workers, its claim count), and each worker slot is given
+ * to one database at a time (slot->assigned, written by the launcher) and
+ * records the database of the worker in it (slot->dboid, written when a
+ * worker takes the slot).  Job ids are per database, so wakeups, interrupts
+ * and the cancel ring name the database too, and the slot lists show only
+ * the current database's workers.  A backend asks the launcher to look at
+ * its database (check_requests) when CREATE EXTENSION commits, and when it
+ * enqueues where no worker serves yet.
+ *
  * Locking protocol:
  *	- PgJobsLock (exclusive) is taken to change a slot's ownership (state
- *	  FREE <-> anything else, pid, generation) and the launcher fields.
+ *	  FREE <-> anything else, pid, generation, dboid), its assignment, the
+ *	  database entries, the check requests and the launcher fields.
  *	- A worker changes the other fields of its own slot (state among the
  *	  non-FREE values, job_id, since) under PgJobsLock in exclusive mode too;
  *	  the lock is held for a few instructions, a few times per job.
@@ -22,6 +34,9 @@
  *	  (exclusive) at the commit of a forced cancel; a worker reads cancels
  *	  without the lock and, when it moved, the ring under the lock
  *	  (PgJobsCancelledSince).
+ *	- Wakeups read slot latches and dboids, and PgJobsFindDatabase() reads
+ *	  the database entries, without the lock: a stale read sets a latch
+ *	  in vain or misses one for a poll interval at most.
  *	- Wakeups read slot latches without the lock.  A latch pointer points
  *	  into PGPROC, which outlives any worker, so setting a stale one is
  *	  harmless; a worker resets its latch before it looks for work, so a
@@ -97,6 +112,7 @@ typedef struct PendingInterrupt
 } PendingInterrupt;
 
 static bool wake_at_commit = false;
+static bool check_at_commit = false;	/* ask the launcher to look at us */
 static List *interrupt_at_commit = NIL;	/* PendingInterrupt, TopTransactionContext */
 static bool xact_callback_registered = false;
 
@@ -122,8 +138,9 @@ PgJobsShmemInit(void)
 	if (!found)
 	{
 		memset(PgJobsState, 0, sizeof(PgJobsShared));
-		pg_atomic_init_u64(&PgJobsState->claimed, 0);
 		pg_atomic_init_u64(&PgJobsState->cancels, 0);
+		for (int i = 0; i < PGJOBS_MAX_DATABASES; i++)
+			pg_atomic_init_u64(&PgJobsState->databases[i].claimed, 0);
 		if (!pg_strong_random(&PgJobsState->boot_id, sizeof(PgJobsState->boot_id)))
 			PgJobsState->boot_id = (uint64) GetCurrentTimestamp() ^ (uint64) getpid();
 	}
@@ -141,13 +158,78 @@ void
 PgJobsCountClaim(void)
 {
 	uint64		before;
+	PgJobsDatabase *d;
+	Latch	   *latch;
+
+	if (PgJobsState == NULL || (d = PgJobsFindDatabase(MyDatabaseId)) == NULL)
+		return;					/* not preloaded or not served: autovacuum alone */
+	before = pg_atomic_fetch_add_u64(&d->claimed, 1);
+	latch = d->latch;
+	if (pg_jobs_hot_vacuum_threshold > 0 &&
+		(before + 1) % (uint64) pg_jobs_hot_vacuum_threshold == 0 && latch)
+		SetLatch(latch);
+}
+
+/*
+ * PgJobsFindDatabase
+ *		The launcher's entry for database dboid (being checked or served),
+ *		or NULL.  Read without the lock: the entry may change right after,
+ *		which callers only use to set a latch or count must tolerate.
+ */
+PgJobsDatabase *
+PgJobsFindDatabase(Oid dboid)
+{
+	if (PgJobsState == NULL)
+		return NULL;
+	for (int i = 0; i < PGJOBS_MAX_DATABASES; i++)
+	{
+		PgJobsDatabase *d = &PgJobsState->databases[i];
+
+		if (d->dboid == dboid &&
+			(d->state == DATABASE_CHECKING || d->state == DATABASE_SERVED))
+			return d;
+	}
+	return NULL;
+}
+
+/*
+ * PgJobsWorkerWanted
+ *		Is worker slot slotno still given to the database the calling worker
+ *		is connected to?  A worker exits when not (worker.c).
+ */
+bool
+PgJobsWorkerWanted(int slotno)
+{
+	bool		wanted;
+
+	LWLockAcquire(PgJobsLock, LW_SHARED);
+	wanted = PgJobsState->slots[slotno].assigned == MyDatabaseId;
+	LWLockRelease(PgJobsLock);
+	return wanted;
+}
+
+/*
+ * PgJobsRequestCheck
+ *		Ask the launcher to look at database dboid (is pg_jobs installed
+ *		there?) at once.  Caller must not hold PgJobsLock.
+ */
+void
+PgJobsRequestCheck(Oid dboid)
+{
+	bool		known = false;
 
 	if (PgJobsState == NULL)
-		return;					/* not preloaded: autovacuum alone */
-	before = pg_atomic_fetch_add_u64(&PgJobsState->claimed, 1);
-	if (pg_jobs_hot_vacuum_threshold > 0 &&
-		(before + 1) % (uint64) pg_jobs_hot_vacuum_threshold == 0 &&
-		PgJobsState->launcher_latch)
+		return;
+	LWLockAcquire(PgJobsLock, LW_EXCLUSIVE);
+	for (int i = 0; i < PgJobsState->ncheck_requests; i++)
+		if (PgJobsState->check_requests[i] == dboid)
+			known = true;
+	if (!known && PgJobsState->ncheck_requests < PGJOBS_CHECK_REQUESTS)
+		PgJobsState->check_requests[PgJobsState->ncheck_requests++] = dboid;
+	else if (!known)
+		PgJobsState->check_all = true;
+	LWLockRelease(PgJobsLock);
+	if (PgJobsState->launcher_latch)
 		SetLatch(PgJobsState->launcher_latch);
 }
 
@@ -170,13 +252,15 @@ pg_jobs_xact_callback(XactEvent event, void *arg)
 
 					/* for workers that hold the job in a claimed batch */
 					PgJobsState->cancel_ring[n % PGJOBS_CANCEL_RING] = job_id;
+					PgJobsState->cancel_ring_db[n % PGJOBS_CANCEL_RING] = MyDatabaseId;
 					pg_atomic_write_u64(&PgJobsState->cancels, n + 1);
 
 					for (int i = 0; i < PGJOBS_MAX_WORKERS; i++)
 					{
 						PgJobsWorkerSlot *slot = &PgJobsState->slots[i];
 
-						if (slot->state != WORKER_FREE && slot->job_id == job_id)
+						if (slot->state != WORKER_FREE && slot->dboid == MyDatabaseId &&
+							slot->job_id == job_id)
 						{
 							slot->cancel_job_id = job_id;
 							if (slot->latch)
@@ -188,21 +272,40 @@ pg_jobs_xact_callback(XactEvent event, void *arg)
 			}
 			if (PgJobsState != NULL && wake_at_commit)
 			{
+				static TimestampTz last_request = 0;
+
 				for (int i = 0; i < PGJOBS_MAX_WORKERS; i++)
 				{
 					PgJobsWorkerSlot *slot = &PgJobsState->slots[i];
 					Latch	   *latch = slot->latch;
 
-					if (slot->state != WORKER_FREE && latch != NULL)
+					if (slot->state != WORKER_FREE && slot->dboid == MyDatabaseId &&
+						latch != NULL)
 						SetLatch(latch);
 				}
+
+				/*
+				 * No worker serves this database (say, it was created from a
+				 * template that has pg_jobs): ask the launcher to look, at
+				 * most once a second per backend.
+				 */
+				if (PgJobsFindDatabase(MyDatabaseId) == NULL &&
+					TimestampDifferenceExceeds(last_request, GetCurrentTimestamp(), 1000))
+				{
+					last_request = GetCurrentTimestamp();
+					check_at_commit = true;
+				}
 			}
+			if (PgJobsState != NULL && check_at_commit)
+				PgJobsRequestCheck(MyDatabaseId);
 			wake_at_commit = false;
+			check_at_commit = false;
 			interrupt_at_commit = NIL;
 			break;
 		case XACT_EVENT_ABORT:
 		case XACT_EVENT_PARALLEL_ABORT:
 			wake_at_commit = false;
+			check_at_commit = false;
 			interrupt_at_commit = NIL;
 			break;
 		default:
@@ -271,6 +374,20 @@ PgJobsWakeWorkersAtCommit(void)
 }
 
 /*
+ * PgJobsRequestCheckAtCommit
+ *		Ask the launcher to look at the current database once the current
+ *		transaction commits (CREATE EXTENSION pg_jobs).
+ */
+void
+PgJobsRequestCheckAtCommit(void)
+{
+	if (PgJobsState == NULL)
+		return;
+	register_xact_callback();
+	check_at_commit = true;
+}
+
+/*
  * PgJobsCancelledSince
  *		Was job_id the subject of a forced cancel committed after the
  *		caller read `seen` from PgJobsState->cancels?  *known is false when
@@ -295,7 +412,8 @@ PgJobsCancelledSince(uint64 seen, int64 job_id, bool *known)
 		*known = false;
 	else
 		for (uint64 i = seen; i < now; i++)
-			if (PgJobsState->cancel_ring[i % PGJOBS_CANCEL_RING] == job_id)
+			if (PgJobsState->cancel_ring[i % PGJOBS_CANCEL_RING] == job_id &&
+				PgJobsState->cancel_ring_db[i % PGJOBS_CANCEL_RING] == MyDatabaseId)
 				found = true;
 	LWLockRelease(PgJobsLock);
 	return found;
@@ -411,7 +529,7 @@ pg_jobs_worker_slots(PG_FUNCTION_ARGS)
 		Datum		values[6];
 		bool		nulls[6] = {false};
 
-		if (copy[i].state == WORKER_FREE)
+		if (copy[i].state == WORKER_FREE || copy[i].dboid != MyDatabaseId)
 			continue;
 		values[0] = Int32GetDatum(i);
 		values[1] = Int32GetDatum(copy[i].pid);
@@ -464,7 +582,7 @@ pg_jobs_worker_list(PG_FUNCTION_ARGS)
 		bool		nulls[5] = {false};
 		MemoryContext old;
 
-		if (copy[i].state == WORKER_FREE)
+		if (copy[i].state == WORKER_FREE || copy[i].dboid != MyDatabaseId)
 			continue;
 		nulls[3] = true;
 		if (copy[i].job_id != 0)
@@ -538,48 +656,98 @@ pg_jobs_job_revoked(PG_FUNCTION_ARGS)
 /*
  * not_served
  *		Why no pg_jobs worker runs the jobs of the current database, with a
- *		hint at the remedy; NULL when they do.  Caller is in a transaction.
+ *		hint at the remedy; NULL when they do.  *lasting is false for a
+ *		reason that passes by itself (the launcher has not got to the
+ *		database yet).  Caller is in a transaction.
  */
 static const char *
-not_served(const char **hint)
+not_served(const char **hint, bool *lasting)
 {
 	char	   *dbname = get_database_name(MyDatabaseId);
+	PgJobsDatabase *d;
 
 	*hint = NULL;
+	*lasting = true;
 	if (PgJobsState == NULL)
 	{
 		*hint = "Add pg_jobs to shared_preload_libraries and restart the server; until then only external workers (jobs.claim) run jobs.";
 		return "pg_jobs is not in shared_preload_libraries";
 	}
-	if (dbname == NULL || strcmp(pg_jobs_database, dbname) != 0)
+	if (pg_jobs_database[0] != '\0' &&
+		(dbname == NULL || strcmp(pg_jobs_database, dbname) != 0))
 	{
-		*hint = psprintf("Set pg_jobs.database to \"%s\" and restart the server.", dbname ? dbname : "");
-		return psprintf("the workers serve database \"%s\" (pg_jobs.database)", pg_jobs_database);
+		*hint = "Empty pg_jobs.database to serve every database that has pg_jobs, or set it to this one, and restart the server.";
+		return psprintf("pg_jobs.database restricts the workers to database \"%s\"", pg_jobs_database);
+	}
+	*lasting = false;
+	if (PgJobsState->launcher_pid == 0)
+	{
+		*hint = "The postmaster starts it once recovery is finished; see the server log.";
+		return "the pg_jobs launcher is not running";
+	}
+	d = PgJobsFindDatabase(MyDatabaseId);
+	if (d == NULL || d->state != DATABASE_SERVED)
+	{
+		*hint = "The launcher looks at a database when pg_jobs is created there or a job is enqueued, and every ten minutes; see the server log if this lasts.";
+		return "the launcher has not started serving this database yet";
 	}
 	return NULL;
 }
 
+static int
+compare_names(const ListCell *a, const ListCell *b)
+{
+	return strcmp((char *) lfirst(a), (char *) lfirst(b));
+}
+
 /*
  * pg_jobs_engine
- *		SQL: jobs.engine() -> jsonb: whether pg_jobs workers run the jobs of
- *		this database, which databases they serve, and if not why and what
- *		to do.  For everyone: jobs.health() includes it.
+ *		SQL: jobs.engine() -> jsonb: whether pg_jobs serves this database
+ *		(maintenance and workers), with how many worker slots, which
+ *		databases it serves, and if not why and what to do.  For everyone:
+ *		jobs.health() includes it.
  */
 Datum
 pg_jobs_engine(PG_FUNCTION_ARGS)
 {
 	StringInfoData buf;
 	const char *hint;
-	const char *reason = not_served(&hint);
+	bool		lasting;
+	const char *reason = not_served(&hint, &lasting);
+	PgJobsDatabase *d = PgJobsFindDatabase(MyDatabaseId);
+	int			workers = 0;
+	List	   *names = NIL;
+	ListCell   *lc;
 
+	if (reason == NULL && d != NULL)
+	{
+		workers = d->workers;
+		if (workers == 0)
+		{
+			reason = "pg_jobs.workers is 0: maintenance runs, but no worker runs handlers";
+			hint = "Set pg_jobs.workers and reload the configuration.";
+		}
+	}
 	initStringInfo(&buf);
 	appendStringInfo(&buf, "{\"preloaded\": %s, \"serves_this_database\": %s, \"databases\": [",
 					 PgJobsState != NULL ? "true" : "false",
-					 reason == NULL ? "true" : "false");
-	if (PgJobsState != NULL)
-		escape_json(&buf, pg_jobs_database);
-	appendStringInfo(&buf, "], \"workers\": %d, \"reason\": ",
-					 reason == NULL ? pg_jobs_workers : 0);
+					 d != NULL && d->state == DATABASE_SERVED ? "true" : "false");
+	for (int i = 0; PgJobsState != NULL && i < PGJOBS_MAX_DATABASES; i++)
+	{
+		char	   *name;
+
+		if (PgJobsState->databases[i].state == DATABASE_SERVED &&
+			(name = get_database_name(PgJobsState->databases[i].dboid)) != NULL)
+			names = lappend(names, name);
+	}
+	list_sort(names, compare_names);
+	foreach(lc, names)
+	{
+		if (lc != list_head(names))
+			appendStringInfoString(&buf, ", ");
+		escape_json(&buf, (char *) lfirst(lc));
+	}
+	appendStringInfo(&buf, "], \"workers\": %d, \"reason\": ", workers);
 	if (reason)
 		escape_json(&buf, reason);
 	else
@@ -598,9 +766,10 @@ static void
 warn_not_served(void)
 {
 	const char *hint;
-	const char *reason = not_served(&hint);
+	bool		lasting;
+	const char *reason = not_served(&hint, &lasting);
 
-	if (reason == NULL)
+	if (reason == NULL || !lasting)
 		return;
 	ereport(WARNING,
 			(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
@@ -612,12 +781,14 @@ warn_not_served(void)
 
 /*
  * pg_jobs_installed
- *		SQL: jobs._installed(), called once by the install script: warns
- *		when no worker will serve this database.
+ *		SQL: jobs._installed(), called once by the install script: asks the
+ *		launcher to serve this database once CREATE EXTENSION commits, or
+ *		warns when no worker will.
  */
 Datum
 pg_jobs_installed(PG_FUNCTION_ARGS)
 {
+	PgJobsRequestCheckAtCommit();
 	warn_not_served();
 	PG_RETURN_VOID();
 }

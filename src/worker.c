@@ -469,6 +469,7 @@ take_slot(int slotno)
 		my_slot->job_id = 0;
 		my_slot->cancel_job_id = 0;
 		my_slot->since = GetCurrentTimestamp();
+		my_slot->dboid = MyDatabaseId;
 		my_identity = MemoryContextStrdup(TopMemoryContext,
 										  PgJobsWorkerIdentity(slotno, my_slot->generation));
 		ok = true;
@@ -666,7 +667,7 @@ claim_jobs(ClaimedJob *jobs, int max, long *sleep_ms)
 		end_xact(true);
 		ereport(LOG,
 				(errmsg("pg_jobs: extension \"pg_jobs\" is not installed in database \"%s\"; worker %d exits",
-						pg_jobs_database, my_slotno)));
+						PgJobsDatabaseName, my_slotno)));
 		proc_exit(0);
 	}
 	if (lock_plan == NULL)
@@ -1659,7 +1660,7 @@ PgJobsWorkerMain(Datum main_arg)
 	pqsignal(SIGTERM, worker_sigterm);
 	BackgroundWorkerUnblockSignals();
 
-	BackgroundWorkerInitializeConnection(pg_jobs_database, NULL, 0);
+	PgJobsWorkerConnect();
 
 	if (my_slotno < 0 || my_slotno >= PGJOBS_MAX_WORKERS || !take_slot(my_slotno))
 	{
@@ -1693,8 +1694,8 @@ PgJobsWorkerMain(Datum main_arg)
 			ConfigReloadPending = false;
 			ProcessConfigFile(PGC_SIGHUP);
 		}
-		if (my_slotno >= pg_jobs_workers)
-			break;				/* pg_jobs.workers was lowered */
+		if (!PgJobsWorkerWanted(my_slotno))
+			break;				/* the launcher gave the slot to another database */
 
 		/* reset before looking, so that a wakeup from now on is not lost */
 		ResetLatch(MyLatch);
