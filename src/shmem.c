@@ -113,6 +113,9 @@ typedef struct PendingInterrupt
 
 static bool wake_at_commit = false;
 static bool check_at_commit = false;	/* ask the launcher to look at us */
+static bool notice_at_commit = false;	/* CREATE EXTENSION: say if unserved */
+
+static void warn_not_served(int elevel);
 static List *interrupt_at_commit = NIL;	/* PendingInterrupt, TopTransactionContext */
 static bool xact_callback_registered = false;
 
@@ -240,6 +243,14 @@ pg_jobs_xact_callback(XactEvent event, void *arg)
 
 	switch (event)
 	{
+		case XACT_EVENT_PRE_COMMIT:
+			/* after the install script, whose client_min_messages is warning */
+			if (notice_at_commit)
+			{
+				notice_at_commit = false;
+				warn_not_served(NOTICE);
+			}
+			break;
 		case XACT_EVENT_COMMIT:
 		case XACT_EVENT_PARALLEL_COMMIT:
 			if (PgJobsState != NULL && interrupt_at_commit != NIL)
@@ -300,12 +311,14 @@ pg_jobs_xact_callback(XactEvent event, void *arg)
 				PgJobsRequestCheck(MyDatabaseId);
 			wake_at_commit = false;
 			check_at_commit = false;
+			notice_at_commit = false;
 			interrupt_at_commit = NIL;
 			break;
 		case XACT_EVENT_ABORT:
 		case XACT_EVENT_PARALLEL_ABORT:
 			wake_at_commit = false;
 			check_at_commit = false;
+			notice_at_commit = false;
 			interrupt_at_commit = NIL;
 			break;
 		default:
@@ -761,9 +774,9 @@ pg_jobs_engine(PG_FUNCTION_ARGS)
 	PG_RETURN_DATUM(DirectFunctionCall1(jsonb_in, CStringGetDatum(buf.data)));
 }
 
-/* WARNING that handlers will not run in this database, if they will not */
+/* Say at elevel that handlers will not run in this database, if they will not */
 static void
-warn_not_served(void)
+warn_not_served(int elevel)
 {
 	const char *hint;
 	bool		lasting;
@@ -771,7 +784,7 @@ warn_not_served(void)
 
 	if (reason == NULL || !lasting)
 		return;
-	ereport(WARNING,
+	ereport(elevel,
 			(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 			 errmsg("no pg_jobs worker runs the jobs of database \"%s\"",
 					get_database_name(MyDatabaseId)),
@@ -783,13 +796,18 @@ warn_not_served(void)
  * pg_jobs_installed
  *		SQL: jobs._installed(), called once by the install script: asks the
  *		launcher to serve this database once CREATE EXTENSION commits, or
- *		warns when no worker will.
+ *		says (a NOTICE, just before the commit) that no worker will.  Not
+ *		from here: CREATE EXTENSION runs its script with client_min_messages
+ *		= warning.  Not a WARNING: a restore (pg_dump's output sets
+ *		client_min_messages = warning too) stays quiet; registering a
+ *		handler is where it matters, and warns.
  */
 Datum
 pg_jobs_installed(PG_FUNCTION_ARGS)
 {
 	PgJobsRequestCheckAtCommit();
-	warn_not_served();
+	register_xact_callback();
+	notice_at_commit = true;
 	PG_RETURN_VOID();
 }
 
@@ -806,6 +824,6 @@ pg_jobs_handler_registered(PG_FUNCTION_ARGS)
 		ereport(ERROR,
 				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
 				 errmsg("pg_jobs_handler_registered must be fired as a trigger")));
-	warn_not_served();
+	warn_not_served(WARNING);
 	return PointerGetDatum(NULL);
 }
