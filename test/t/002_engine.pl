@@ -318,7 +318,7 @@ shared_preload_libraries = 'pg_jobs'
 pg_jobs.database = 'postgres'
 pg_jobs.workers = 4
 pg_jobs.maintenance_interval = 50ms
-max_worker_processes = 3
+max_worker_processes = 4
 });
 $small->start;
 $small->safe_psql('postgres', q{
