@@ -383,7 +383,6 @@ pg_jobs_job_finished(PG_FUNCTION_ARGS)
 	TimestampTz *run_ats;
 	int			ndependents = 0;
 	PgJobsRunAs ra;
-	bool		woke = false;
 
 	if (!CALLED_AS_TRIGGER(fcinfo) ||
 		!TRIGGER_FIRED_AFTER(trigdata->tg_event) ||
@@ -483,11 +482,8 @@ pg_jobs_job_finished(PG_FUNCTION_ARGS)
 			if (ret != SPI_OK_UPDATE)
 				elog(ERROR, "pg_jobs: releasing job %lld failed: %s",
 					 (long long) dependents[i], SPI_result_code_string(ret));
-			if (SPI_processed > 0 && !woke)
-			{
-				PgJobsWakeWorkersAtCommit();
-				woke = true;
-			}
+			if (SPI_processed > 0)
+				PgJobsWakeWorkersAtCommit(1);
 		}
 		else
 		{

@@ -1196,7 +1196,9 @@ pg_jobs_job_before_insert(PG_FUNCTION_ARGS)
 	nulls[n++] = true;
 	Assert(n <= lengthof(cols));
 
-	PgJobsWakeWorkersAtCommit();
+	/* only the in-database workers run jobs, and only of types with a handler */
+	if (OidIsValid(info.handler))
+		PgJobsWakeWorkersAtCommit(1);
 	return PointerGetDatum(heap_modify_tuple_by_cols(tup, tupdesc, n, cols,
 													 vals, nulls));
 }
@@ -1432,7 +1434,7 @@ pg_jobs_job_before_update(PG_FUNCTION_ARGS)
 			nulls[n++] = true;
 			cols[n] = a->lease_until;
 			nulls[n++] = true;
-			PgJobsWakeWorkersAtCommit();
+			PgJobsWakeWorkersAtCommit(1);
 		}
 		else
 		{

@@ -170,7 +170,7 @@ extern PgJobsShared *PgJobsState;
 extern LWLock *PgJobsLock;
 
 extern void PgJobsShmemInit(void);
-extern void PgJobsWakeWorkersAtCommit(void);
+extern void PgJobsWakeWorkersAtCommit(int njobs);
 extern void PgJobsCountClaim(void);
 extern void PgJobsInterruptAtCommit(int64 job_id);
 extern bool PgJobsCancelledSince(uint64 seen, int64 job_id, bool *known);

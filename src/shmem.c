@@ -112,6 +112,7 @@ typedef struct PendingInterrupt
 } PendingInterrupt;
 
 static bool wake_at_commit = false;
+static int	wake_jobs = 0;			/* jobs this transaction made runnable */
 static bool check_at_commit = false;	/* ask the launcher to look at us */
 static bool notice_at_commit = false;	/* CREATE EXTENSION: say if unserved */
 
@@ -285,14 +286,30 @@ pg_jobs_xact_callback(XactEvent event, void *arg)
 			{
 				static TimestampTz last_request = 0;
 
+				int			idle_to_wake = wake_jobs;
+
+				/*
+				 * Wake the workers that can take the new jobs and no more:
+				 * every worker of this database that is claiming (its claim
+				 * may have missed our commit, and it would then sleep: a
+				 * latch set now makes it look again), and as many idle ones
+				 * as jobs were made runnable.  Running workers claim again
+				 * when their batch is done.
+				 */
 				for (int i = 0; i < PGJOBS_MAX_WORKERS; i++)
 				{
 					PgJobsWorkerSlot *slot = &PgJobsState->slots[i];
 					Latch	   *latch = slot->latch;
 
-					if (slot->state != WORKER_FREE && slot->dboid == MyDatabaseId &&
-						latch != NULL)
+					if (slot->dboid != MyDatabaseId || latch == NULL)
+						continue;
+					if (slot->state == WORKER_CLAIMING)
 						SetLatch(latch);
+					else if (slot->state == WORKER_IDLE && idle_to_wake > 0)
+					{
+						SetLatch(latch);
+						idle_to_wake--;
+					}
 				}
 
 				/*
@@ -310,6 +327,7 @@ pg_jobs_xact_callback(XactEvent event, void *arg)
 			if (PgJobsState != NULL && check_at_commit)
 				PgJobsRequestCheck(MyDatabaseId);
 			wake_at_commit = false;
+			wake_jobs = 0;
 			check_at_commit = false;
 			notice_at_commit = false;
 			interrupt_at_commit = NIL;
@@ -317,6 +335,7 @@ pg_jobs_xact_callback(XactEvent event, void *arg)
 		case XACT_EVENT_ABORT:
 		case XACT_EVENT_PARALLEL_ABORT:
 			wake_at_commit = false;
+			wake_jobs = 0;
 			check_at_commit = false;
 			notice_at_commit = false;
 			interrupt_at_commit = NIL;
@@ -378,9 +397,12 @@ register_xact_callback(void)
  *		Wake the workers once the current transaction commits.
  */
 void
-PgJobsWakeWorkersAtCommit(void)
+PgJobsWakeWorkersAtCommit(int njobs)
 {
-	if (PgJobsState == NULL || wake_at_commit)
+	if (PgJobsState == NULL)
+		return;
+	wake_jobs += njobs;
+	if (wake_at_commit)
 		return;
 	register_xact_callback();
 	wake_at_commit = true;

@@ -112,6 +112,22 @@ $node->poll_query_until('postgres',
 	q{SELECT status OPERATOR(pg_catalog.=) 'success' FROM jobs.job WHERE task_id = 'locked-1'})
   or die 'the locked job did not run once released';
 
+# Enqueues of a type without a handler (a Celery-tracked type) wake no
+# worker: before, every such commit woke every worker, which claimed and
+# found nothing.  300 enqueues, one commit each: the database's commits
+# besides them are the maintenance worker's rounds and these queries.
+my $enqueues = join('', map { "SELECT 1 FROM jobs.enqueue('leased', owner => 'victim');\n" } 1 .. 300);
+# (Workers report their commits at most once a second: wait for that.)
+sleep(1.5);
+my $w0 = $node->safe_psql('postgres', $commits);
+$node->safe_psql('postgres', $enqueues);
+sleep(1.5);
+my $w1 = $node->safe_psql('postgres', $commits);
+$w0 =~ s/.*\n//s;
+$w1 =~ s/.*\n//s;
+cmp_ok($w1 - $w0 - 300, '<', 150, 'enqueues of a type without a handler wake no worker');
+note("commits besides 300 enqueues of a tracked-only type: " . ($w1 - $w0 - 300));
+
 # A failing handler leaves no DEBUG lines of its rollback in the server log
 # (its raised log level used to be in force while the rollback ran).
 $node->safe_psql('postgres', q{SELECT count(jobs.enqueue('failing', owner => 'victim')) FROM generate_series(1, 5)});
