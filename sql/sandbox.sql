@@ -205,9 +205,10 @@ COMMIT;
 -- F is claimed (started) while the sleepers before it run
 SELECT wait_for(format($$(SELECT status = 'started' FROM jobs.job WHERE task_id = %L)$$, :'f')) AS f_claimed;
 SELECT (SELECT count(*) FROM jobs.job WHERE input ? 'sleep' AND status = 'success') = 0 AS sleepers_still_waiting;
--- claimed but not started: reserved, no date_started yet
-SELECT status, worker IS NOT NULL AS claimed, date_started IS NULL AS not_started_yet
-FROM jobs.job WHERE task_id = :'f';
+-- claimed, but not the job its worker runs
+SELECT j.status, j.worker IS NOT NULL AS claimed,
+       NOT EXISTS (SELECT 1 FROM jobs._worker_slots() w WHERE w.job_id = j.id) AS not_running
+FROM jobs.job j WHERE j.task_id = :'f';
 SELECT status FROM jobs.cancel(:'f', force => true);
 SELECT pg_advisory_unlock(4711);
 SELECT wait_for($$(SELECT count(*) = 0 FROM jobs.job WHERE task_type IN ('sb_forever', 'sb_count') AND status IN ('pending', 'started'))$$)

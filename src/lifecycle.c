@@ -1381,8 +1381,8 @@ pg_jobs_job_before_update(PG_FUNCTION_ARGS)
 	vals[n] = heap_getattr(oldtup, a->attempts, tupdesc, &nulls[n]);
 	n++;
 
-	/* a reserved job whose handler this transaction called: when it did */
-	if (from == JOB_STARTED && nulls[0] && started_at_lxid == MyProc->lxid &&
+	/* a job whose handler this transaction called: when it did */
+	if (from == JOB_STARTED && started_at_lxid == MyProc->lxid &&
 		started_at != NULL)
 	{
 		int64		id = DatumGetInt64(heap_getattr(oldtup, a->id, tupdesc, &isnull));
@@ -1401,21 +1401,16 @@ pg_jobs_job_before_update(PG_FUNCTION_ARGS)
 
 		if (to == JOB_STARTED)
 		{
-			Datum		w = heap_getattr(newtup, a->worker, tupdesc, &isnull);
-
 			/*
-			 * pending -> started: one more attempt.  An in-database worker's
-			 * claim reserves the job: date_started stays empty until its
-			 * handler is called (PgJobsNoteHandlerStart), and the attempt
-			 * is given back if it never is (PgJobsRefundAttempt).
+			 * pending -> started: one more attempt.  For a job an
+			 * in-database worker claims in a batch this is the claim; the
+			 * transition that records its outcome replaces date_started
+			 * with the moment its handler was called
+			 * (PgJobsNoteHandlerStart), and a requeue before that gives the
+			 * attempt back (PgJobsRefundAttempt).
 			 */
-			if (isnull ||
-				strncmp(TextDatumGetCString(w), PGJOBS_WORKER_PREFIX,
-						strlen(PGJOBS_WORKER_PREFIX)) != 0)
-			{
-				vals[0] = TimestampTzGetDatum(now);
-				nulls[0] = false;
-			}
+			vals[0] = TimestampTzGetDatum(now);
+			nulls[0] = false;
 			vals[2] = Int32GetDatum(DatumGetInt32(vals[2]) + 1);
 			PgJobsCountClaim();
 		}

@@ -9,8 +9,8 @@
  *	   has a handler are locked (FOR UPDATE SKIP LOCKED, so two workers never
  *	   get the same job), cut to what fits in CLAIM_BUDGET_MS of the run time
  *	   this worker measured per task type, and moved to started, stamped with
- *	   this worker's identity (see shmem.c): reserved, date_started still
- *	   empty until the handler is called;
+ *	   this worker's identity (see shmem.c); when the outcome is written,
+ *	   date_started becomes the moment the handler was called;
  *	2. run: the handler runs in a subtransaction as the job's owner (or the
  *	   task type's run_as role) through PgJobsBecome (privilege.c):
  *	   SECURITY_RESTRICTED_OPERATION, its own GUC nest level, every setting
