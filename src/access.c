@@ -26,11 +26,16 @@
 #include "postgres.h"
 
 #include "common/hashfn.h"
+#include "catalog/namespace.h"
+#include "catalog/pg_proc.h"
+#include "catalog/pg_type.h"
 #include "fmgr.h"
 #include "miscadmin.h"
 #include "storage/lock.h"
 #include "utils/acl.h"
 #include "utils/builtins.h"
+#include "utils/lsyscache.h"
+#include "utils/syscache.h"
 
 #include "pg_jobs.h"
 #include "privilege.h"
@@ -111,6 +116,38 @@ PgJobsCheckRunAs(Oid roleid, const char *role_name, const char *what)
 				 errdetail("Role \"%s\" is a superuser or can become one (CREATEROLE, or the privileges of pg_execute_server_program, pg_write_server_files or pg_read_server_files).",
 						   role_name),
 				 errhint("Only a superuser, or a member of that role, may make work run as it.")));
+}
+
+/*
+ * PgJobsHandlerShape
+ *		Is fn a permanent function (job jobs.job) RETURNS jsonb, the only
+ *		thing the workers may call?  A temporary function belongs to one
+ *		session, yet a worker could call it by oid.  Sets *exists, *temp and
+ *		*owner (InvalidOid when it does not exist).  The one place this rule
+ *		lives: the task type trigger (lifecycle.c) and the worker before
+ *		each handler (worker.c) both ask here.
+ */
+bool
+PgJobsHandlerShape(Oid fn, bool *exists, bool *temp, Oid *owner)
+{
+	HeapTuple	proc = SearchSysCache1(PROCOID, ObjectIdGetDatum(fn));
+	Form_pg_proc p;
+	bool		ok;
+
+	*exists = HeapTupleIsValid(proc);
+	*temp = false;
+	*owner = InvalidOid;
+	if (!*exists)
+		return false;
+	p = (Form_pg_proc) GETSTRUCT(proc);
+	*temp = isAnyTempNamespace(p->pronamespace);
+	*owner = p->proowner;
+	ok = !*temp && p->prokind == PROKIND_FUNCTION && !p->proretset &&
+		p->pronargs == 1 && p->prorettype == JSONBOID &&
+		p->proargtypes.values[0] ==
+		get_rel_type_id(get_relname_relid("job", get_namespace_oid("jobs", false)));
+	ReleaseSysCache(proc);
+	return ok;
 }
 
 Datum

@@ -718,23 +718,11 @@ check_task_type_row(TriggerData *trigdata)
 	d = heap_getattr(tup, handler_att, td, &isnull);
 	if (!isnull)
 	{
-		Oid			fn = DatumGetObjectId(d);
-		HeapTuple	proc = SearchSysCache1(PROCOID, ObjectIdGetDatum(fn));
-		bool		ok = false;
-		bool		temp = false;
+		bool		exists;
+		bool		temp;
+		Oid			owner;
 
-		if (HeapTupleIsValid(proc))
-		{
-			Form_pg_proc p = (Form_pg_proc) GETSTRUCT(proc);
-
-			temp = isAnyTempNamespace(p->pronamespace);
-			ok = !temp && p->prokind == PROKIND_FUNCTION && !p->proretset &&
-				p->pronargs == 1 &&
-				p->proargtypes.values[0] == get_rel_type_id(get_relname_relid("job", get_namespace_oid("jobs", false))) &&
-				p->prorettype == JSONBOID;
-			ReleaseSysCache(proc);
-		}
-		if (!ok)
+		if (!PgJobsHandlerShape(DatumGetObjectId(d), &exists, &temp, &owner))
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 					 errmsg("handler of task type \"%s\" must be a function (job jobs.job) RETURNS jsonb%s",

@@ -199,6 +199,7 @@ extern bool PgJobsWorkerBufferLog(int64 job_id, int level, const char *source,
 extern bool PgJobsIsAdmin(Oid roleid);
 extern bool PgJobsMayActFor(Oid roleid, const char *owner);
 extern bool PgJobsMayRunAs(Oid roleid, Oid target);
+extern bool PgJobsHandlerShape(Oid fn, bool *exists, bool *temp, Oid *owner);
 extern void PgJobsCheckRunAs(Oid roleid, const char *role_name, const char *what);
 extern void PgJobsLockJob(int64 job_id);
 extern void PgJobsLockTaskType(const char *task_type, const char *owner);

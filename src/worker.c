@@ -1046,23 +1046,16 @@ static char *
 handler_refusal(Oid handler, Oid run_as_id, const char *run_as,
 				const char **errtype)
 {
-	HeapTuple	proc = SearchSysCache1(PROCOID, ObjectIdGetDatum(handler));
-	Form_pg_proc p;
 	Oid			proowner;
-	bool		ok;
+	bool		exists;
+	bool		temp;
 
 	*errtype = "invalid_parameter_value";
-	if (!HeapTupleIsValid(proc))
-		return psprintf("the handler function (oid %u) no longer exists", handler);
-	p = (Form_pg_proc) GETSTRUCT(proc);
-	ok = !isAnyTempNamespace(p->pronamespace) && p->prokind == PROKIND_FUNCTION &&
-		!p->proretset && p->pronargs == 1 && p->prorettype == JSONBOID &&
-		p->proargtypes.values[0] == get_rel_type_id(get_relname_relid("job", get_namespace_oid("jobs", false)));
-	proowner = p->proowner;
-	ReleaseSysCache(proc);
-	if (!ok)
-		return psprintf("the handler %s is not a permanent function (job jobs.job) RETURNS jsonb",
-						format_procedure(handler));
+	if (!PgJobsHandlerShape(handler, &exists, &temp, &proowner))
+		return exists ?
+			psprintf("the handler %s is not a permanent function (job jobs.job) RETURNS jsonb",
+					 format_procedure(handler)) :
+			psprintf("the handler function (oid %u) no longer exists", handler);
 
 	*errtype = "insufficient_privilege";
 	if (pg_proc_aclcheck(handler, run_as_id, ACL_EXECUTE) != ACLCHECK_OK)
