@@ -690,6 +690,35 @@ COMMENT ON FUNCTION jobs.enqueue_many(text, jsonb, text, name, integer, timestam
  * fail on failure, revoke on revoked) returns the job unchanged; any other
  * report on a finished job is PT409 naming both states.
  */
+/*
+ * The fencing-token rule of every report, in one place: a report that
+ * names an attempt other than the job's current one (or names one while the
+ * job is not running it) is stale, PT409, and changes nothing.  For a
+ * finished job the report functions let the repeated-report rule answer, so
+ * only a pending job counts there (finished_counts).  Reads nothing: it
+ * judges the row it is given, so every role may call it.
+ */
+CREATE FUNCTION jobs.check_attempt(job jobs.job, attempt integer, finished_counts boolean DEFAULT false)
+    RETURNS void
+    LANGUAGE plpgsql IMMUTABLE
+    SET search_path = pg_catalog, pg_temp
+AS $fn$
+BEGIN
+    IF attempt IS NOT NULL
+       AND (job.attempts <> attempt
+            OR CASE WHEN finished_counts THEN job.status = 'pending' ELSE job.status <> 'started' END) THEN
+        RAISE EXCEPTION 'stale report on task %: attempt % is not the current attempt', job.task_id, attempt
+            USING ERRCODE = 'PT409',
+                  DETAIL = pg_catalog.format('The job is %s at attempt %s%s.', job.status, job.attempts,
+                                             CASE WHEN job.worker IS NULL THEN ''
+                                                  ELSE pg_catalog.format(' by runner "%s"', job.worker) END),
+                  HINT = 'Its lease expired or it was retried, and another attempt owns it now: stop working on it.';
+    END IF;
+END
+$fn$;
+COMMENT ON FUNCTION jobs.check_attempt(jobs.job, integer, boolean) IS
+    'Raises PT409 when a report naming attempt is stale for the given job row (the fencing-token rule of start/succeed/fail/revoke/retry/heartbeat/progress).';
+
 CREATE FUNCTION jobs._report_checked(p_task_id text, p_status jobs.status, p_result jsonb,
                                      p_attempt integer, p_worker text, p_lease interval)
     RETURNS jobs.job
@@ -739,14 +768,7 @@ BEGIN
             USING ERRCODE = '42501',
                   HINT = 'Only admins and members of the owning role may change a job.';
     END IF;
-    IF p_attempt IS NOT NULL AND (r.attempts <> p_attempt OR r.status = 'pending') THEN
-        RAISE EXCEPTION 'stale report on task %: attempt % is not the current attempt', p_task_id, p_attempt
-            USING ERRCODE = 'PT409',
-                  DETAIL = pg_catalog.format('The job is %s at attempt %s%s.', r.status, r.attempts,
-                                             CASE WHEN r.worker IS NULL THEN ''
-                                                  ELSE pg_catalog.format(' by runner "%s"', r.worker) END),
-                  HINT = 'Its lease expired or it was retried, and another attempt owns it now: stop working on it.';
-    END IF;
+    PERFORM jobs.check_attempt(r, p_attempt, finished_counts => true);
     IF r.status = 'started' AND p_status = 'started' THEN
         IF p_worker IS NOT NULL AND r.worker IS DISTINCT FROM p_worker THEN
             RAISE EXCEPTION 'task % is already started by another runner', p_task_id
@@ -1106,14 +1128,7 @@ BEGIN
             USING ERRCODE = '42501',
                   HINT = 'Only admins and members of the owning role may change a job.';
     END IF;
-    IF heartbeat.attempt IS NOT NULL AND (r.attempts <> heartbeat.attempt OR r.status <> 'started') THEN
-        RAISE EXCEPTION 'stale report on task %: attempt % is not the current attempt', r.task_id, heartbeat.attempt
-            USING ERRCODE = 'PT409',
-                  DETAIL = pg_catalog.format('The job is %s at attempt %s%s.', r.status, r.attempts,
-                                             CASE WHEN r.worker IS NULL THEN ''
-                                                  ELSE pg_catalog.format(' by runner "%s"', r.worker) END),
-                  HINT = 'Its lease expired or it was retried, and another attempt owns it now: stop working on it.';
-    END IF;
+    PERFORM jobs.check_attempt(r, heartbeat.attempt);
     RAISE EXCEPTION 'task % is % and holds no lease', task_id, r.status
         USING ERRCODE = 'PT409',
               HINT = 'Its lease may have expired and the job been requeued: stop working on it.';
@@ -1175,14 +1190,7 @@ BEGIN
             USING ERRCODE = '42501',
                   HINT = 'Only admins and members of the owning role may change a job.';
     END IF;
-    IF retry.attempt IS NOT NULL AND (r.attempts <> retry.attempt OR r.status <> 'started') THEN
-        RAISE EXCEPTION 'stale report on task %: attempt % is not the current attempt', r.task_id, retry.attempt
-            USING ERRCODE = 'PT409',
-                  DETAIL = pg_catalog.format('The job is %s at attempt %s%s.', r.status, r.attempts,
-                                             CASE WHEN r.worker IS NULL THEN ''
-                                                  ELSE pg_catalog.format(' by runner "%s"', r.worker) END),
-                  HINT = 'Its lease expired or it was retried, and another attempt owns it now: stop working on it.';
-    END IF;
+    PERFORM jobs.check_attempt(r, retry.attempt);
     IF r.status <> 'started' THEN
         RAISE EXCEPTION 'task % is %, not started', task_id, r.status
             USING ERRCODE = 'PT409',
@@ -1258,14 +1266,7 @@ BEGIN
             USING ERRCODE = '42501',
                   HINT = 'Only admins and members of the owning role may change a job.';
     END IF;
-    IF progress.attempt IS NOT NULL AND (r.attempts <> progress.attempt OR r.status <> 'started') THEN
-        RAISE EXCEPTION 'stale report on task %: attempt % is not the current attempt', r.task_id, progress.attempt
-            USING ERRCODE = 'PT409',
-                  DETAIL = pg_catalog.format('The job is %s at attempt %s%s.', r.status, r.attempts,
-                                             CASE WHEN r.worker IS NULL THEN ''
-                                                  ELSE pg_catalog.format(' by runner "%s"', r.worker) END),
-                  HINT = 'Its lease expired or it was retried, and another attempt owns it now: stop working on it.';
-    END IF;
+    PERFORM jobs.check_attempt(r, progress.attempt);
     RAISE EXCEPTION 'task % has finished; its progress cannot change', task_id USING ERRCODE = 'PT409';
 END
 $fn$;
